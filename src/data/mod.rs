@@ -8,19 +8,23 @@
 pub mod builtin;
 pub mod csv;
 pub mod idx;
+mod pipeline;
 pub mod preprocess;
 pub mod split;
+pub mod table;
 
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use preprocess::Preprocessor;
-pub use split::{SplitConfig, SplitRule};
+pub use split::{SplitConfig, SplitRule, kfold_indices, split_indices};
 
 /// Where the data comes from.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub enum DataSource {
     /// The built-in digits set (1797 8x8 images, embedded in the binary).
+    #[default]
     Digits,
     /// A CSV file.
     Csv(PathBuf),
@@ -28,6 +32,87 @@ pub enum DataSource {
     IdxDir(PathBuf),
     /// One IDX images file and one IDX labels file.
     IdxFiles { images: PathBuf, labels: PathBuf },
+}
+
+impl DataSource {
+    /// Turns a `--data` value into a source.
+    ///
+    /// The names `digits` and `fashion-mnist` come first (write `./digits` for
+    /// a directory of that name); `fashion-mnist` is the directory that the
+    /// Debian package `dataset-fashion-mnist` installs. Otherwise a directory
+    /// is read as IDX files and a file as CSV. A file that starts like IDX or
+    /// gzip data is rejected with a message that shows how to pass IDX files.
+    pub fn from_arg(value: &str) -> Result<DataSource> {
+        Self::from_arg_with(value, Path::new(idx::FASHION_MNIST_DIR))
+    }
+
+    /// Turns a `--data` value into a source as [`from_arg`](Self::from_arg)
+    /// does, looking for Fashion-MNIST in `fashion_dir`.
+    pub fn from_arg_with(value: &str, fashion_dir: &Path) -> Result<DataSource> {
+        match value {
+            "digits" => return Ok(DataSource::Digits),
+            "fashion-mnist" | "fashion_mnist" => {
+                if fashion_dir.is_dir() {
+                    return Ok(DataSource::IdxDir(fashion_dir.to_path_buf()));
+                }
+                bail!(
+                    "fashion-mnist is not installed: {} does not exist; install the Debian \
+                     package dataset-fashion-mnist (sudo apt-get install -y \
+                     dataset-fashion-mnist), or put the four IDX files in a directory and pass \
+                     --data DIR",
+                    fashion_dir.display()
+                );
+            }
+            _ => {}
+        }
+        let path = PathBuf::from(value);
+        if path.is_dir() {
+            return Ok(DataSource::IdxDir(path));
+        }
+        if !path.is_file() {
+            bail!(
+                "--data {value}: no such file or directory; --data takes a CSV file, a \
+                 directory of IDX files, or one of the names digits and fashion-mnist"
+            );
+        }
+        let mut start = [0u8; 4];
+        let read = std::fs::File::open(&path)
+            .and_then(|mut file| std::io::Read::read(&mut file, &mut start))
+            .map_err(|e| anyhow::anyhow!("cannot read {value}: {e}"))?;
+        if read >= 2 && start[..2] == [0x1F, 0x8B] {
+            bail!(
+                "{value} is gzip-compressed: pass IDX files as --images FILE --labels FILE or \
+                 as the directory that holds them; decompress a CSV file first"
+            );
+        }
+        if read == 4 && start[..2] == [0, 0] && (0x08..=0x0E).contains(&start[2]) {
+            bail!(
+                "{value} is an IDX file: pass it with --images FILE --labels FILE, or pass \
+                 the directory that holds the train and t10k files"
+            );
+        }
+        Ok(DataSource::Csv(path))
+    }
+
+    /// Names the source for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            DataSource::Digits => builtin::DIGITS_ORIGIN.to_string(),
+            DataSource::Csv(path) | DataSource::IdxDir(path) => path.display().to_string(),
+            DataSource::IdxFiles { images, labels } => {
+                format!("{} and {}", images.display(), labels.display())
+            }
+        }
+    }
+}
+
+/// Data as read, before any preprocessing.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RawData {
+    /// A CSV table.
+    Table(csv::Table),
+    /// IDX images and labels.
+    Images(idx::Images),
 }
 
 /// How to read a CSV file.
@@ -77,7 +162,10 @@ pub enum FillMissing {
 }
 
 /// Everything that decides which rows and columns a run trains on.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// The default reads the built-in digits with every other setting at its
+/// documented default (20% tail validation split, standard scaling).
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct DataConfig {
     /// The training data.
     pub source: DataSource,
@@ -156,7 +244,32 @@ pub struct PreparedData {
 
 /// Loads `config.source`, splits it, fits the preprocessing on the training
 /// part and returns every part ready for training.
+///
+/// Nothing is printed: lines for the user go into `report`, warnings into
+/// `warnings`. Any problem with the data or the options is an error that
+/// names the file, line, column or value.
 pub fn prepare(config: &DataConfig) -> anyhow::Result<PreparedData> {
-    let _ = config;
-    unimplemented!()
+    pipeline::prepare(config)
+}
+
+/// Returns scikit-learn's "balanced" class weights, `n / (classes * count)`,
+/// from the class counts of `train`. A class without training rows gets
+/// weight 1; no training sample uses it.
+pub fn balanced_class_weights(train: &Dataset, classes: usize) -> Vec<f32> {
+    let mut counts = vec![0usize; classes];
+    for &label in &train.y {
+        if let Some(count) = counts.get_mut(label as usize) {
+            *count += 1;
+        }
+    }
+    counts
+        .iter()
+        .map(|&count| {
+            if count == 0 {
+                1.0
+            } else {
+                train.rows as f32 / (classes * count) as f32
+            }
+        })
+        .collect()
 }
