@@ -52,7 +52,11 @@ pub enum Optimizer {
         epsilon_style: EpsilonStyle,
     },
     /// RMSprop; defaults rho 0.9, momentum 0, epsilon 1e-7.
-    RmsProp { rho: f32, momentum: f32, epsilon: f32 },
+    RmsProp {
+        rho: f32,
+        momentum: f32,
+        epsilon: f32,
+    },
 }
 
 impl Optimizer {
@@ -219,5 +223,39 @@ impl UpdateRule {
     /// Number of state buffers the rule needs.
     pub fn slot_count(&self) -> usize {
         self.optimizer.slot_count()
+    }
+}
+
+/// Per-step scalars of Adam's bias correction, computed on the host in f64.
+///
+/// Both epsilon placements reduce to one update,
+/// `w -= step_size * m / (sqrt(v) * denom_scale + eps)`:
+/// Keras folds both corrections into `step_size = lr * sqrt(1 - beta2^t) / (1 - beta1^t)`
+/// with `denom_scale = 1`, PyTorch uses `step_size = lr / (1 - beta1^t)` and
+/// `denom_scale = 1 / sqrt(1 - beta2^t)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamScalars {
+    /// Factor of `m` in the update.
+    pub step_size: f32,
+    /// Factor of `sqrt(v)` in the denominator.
+    pub denom_scale: f32,
+}
+
+impl AdamScalars {
+    /// Computes the scalars of step `t` (counted from 1; 0 is treated as 1).
+    pub fn new(lr: f32, beta1: f32, beta2: f32, t: u64, style: EpsilonStyle) -> Self {
+        // Exponents beyond i32 leave beta^t at 0 for any beta below 1.
+        let t = t.clamp(1, i32::MAX as u64) as i32;
+        let correction1 = 1.0 - f64::from(beta1).powi(t);
+        let correction2 = 1.0 - f64::from(beta2).powi(t);
+        let lr = f64::from(lr);
+        let (step_size, denom_scale) = match style {
+            EpsilonStyle::Keras => (lr * correction2.sqrt() / correction1, 1.0),
+            EpsilonStyle::Pytorch => (lr / correction1, 1.0 / correction2.sqrt()),
+        };
+        Self {
+            step_size: step_size as f32,
+            denom_scale: denom_scale as f32,
+        }
     }
 }

@@ -222,6 +222,11 @@ pub trait Backend {
 
     /// Counts, per column of `y[N, O]`, the rows where the value is exactly zero,
     /// adding to `counts[O]` (dead ReLU diagnostics).
-    fn count_zeros(&self, y: &Self::Buf, rows: usize, cols: usize, counts: &mut Self::Buf)
-    -> Result<()>;
+    fn count_zeros(
+        &self,
+        y: &Self::Buf,
+        rows: usize,
+        cols: usize,
+        counts: &mut Self::Buf,
+    ) -> Result<()>;
 }
