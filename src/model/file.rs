@@ -1,1 +1,281 @@
-//! Placeholder.
+//! Model files: `model.safetensors` (weights) plus `model.json` (everything else).
+//!
+//! Tensor names: layer `i` (0 is the first hidden layer, the last is the
+//! output layer) is stored as `layers.{i}.weight` with shape `[out, in]` and
+//! `layers.{i}.bias` with shape `[out]`, f32 little-endian, exactly as
+//! PyTorch's `torch.nn.Linear(in, out)` keeps `weight` and `bias`. Every write
+//! goes to a temporary file in the same directory that is flushed and then
+//! renamed, so a crash leaves either the old file or the new one.
+
+use crate::data::Preprocessor;
+use crate::model::{LayerParams, ModelSpec, Params};
+use crate::optim::OptimizerConfig;
+use anyhow::{Context, Result, bail};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// File name of the weights inside a run directory.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// File name of the metadata inside a run directory.
+pub const METADATA_FILE: &str = "model.json";
+/// Value of `format` in model.json.
+pub const FORMAT: &str = "densetrain-model";
+/// Version of the model.json layout.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// How the saved weights were produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingInfo {
+    /// The optimizer settings.
+    pub optimizer: OptimizerConfig,
+    /// The run's seed.
+    pub seed: u64,
+    /// Epochs completed.
+    pub epochs_run: usize,
+    /// Epoch (from 1) whose weights were saved.
+    pub saved_epoch: Option<usize>,
+    /// Epoch (from 1) with the best monitored value.
+    pub best_epoch: Option<usize>,
+    /// The monitored quantity.
+    pub monitor: String,
+}
+
+/// Contents of model.json.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMetadata {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// Layout version, [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The network architecture.
+    pub architecture: ModelSpec,
+    /// The fitted feature and target preprocessing.
+    pub preprocessing: Preprocessor,
+    /// How the weights were trained.
+    pub training: TrainingInfo,
+}
+
+/// Writes `bytes` to `path` through a flushed temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let name = path
+        .file_name()
+        .with_context(|| format!("invalid output path {}", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp: PathBuf = match dir {
+        Some(d) => d.join(&tmp_name),
+        None => PathBuf::from(&tmp_name),
+    };
+    let result = (|| -> std::io::Result<()> {
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("failed to write {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Serialises the weights in the safetensors layout described in the module docs.
+pub fn weights_to_safetensors(params: &Params) -> Result<Vec<u8>> {
+    let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+    for (i, layer) in params.layers.iter().enumerate() {
+        bytes.push((
+            format!("layers.{i}.weight"),
+            f32_bytes(&layer.w),
+            vec![layer.outputs, layer.inputs],
+        ));
+        bytes.push((
+            format!("layers.{i}.bias"),
+            f32_bytes(&layer.b),
+            vec![layer.outputs],
+        ));
+    }
+    let views = bytes
+        .iter()
+        .map(|(name, data, shape)| {
+            TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|view| (name.clone(), view))
+                .context("failed to lay out a weight tensor")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).context("failed to serialise the weights")
+}
+
+/// Reads weights for `spec` from safetensors bytes, checking every name and shape.
+pub fn weights_from_safetensors(bytes: &[u8], spec: &ModelSpec, origin: &Path) -> Result<Params> {
+    let tensors = SafeTensors::deserialize(bytes)
+        .with_context(|| format!("{} is not a valid safetensors file", origin.display()))?;
+    let mut layers = Vec::new();
+    for (i, (inputs, outputs)) in spec.layer_shapes().into_iter().enumerate() {
+        let w = read_tensor(
+            &tensors,
+            &format!("layers.{i}.weight"),
+            &[outputs, inputs],
+            origin,
+        )?;
+        let b = read_tensor(&tensors, &format!("layers.{i}.bias"), &[outputs], origin)?;
+        layers.push(LayerParams {
+            inputs,
+            outputs,
+            w,
+            b,
+        });
+    }
+    Ok(Params { layers })
+}
+
+fn read_tensor(
+    tensors: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+    origin: &Path,
+) -> Result<Vec<f32>> {
+    let view = tensors.tensor(name).with_context(|| {
+        format!(
+            "{}: tensor '{name}' is missing; the file does not match model.json",
+            origin.display()
+        )
+    })?;
+    if view.dtype() != Dtype::F32 {
+        bail!(
+            "{}: tensor '{name}' has type {:?}, expected F32",
+            origin.display(),
+            view.dtype()
+        );
+    }
+    if view.shape() != shape {
+        bail!(
+            "{}: tensor '{name}' has shape {:?}, expected {shape:?} from model.json",
+            origin.display(),
+            view.shape()
+        );
+    }
+    Ok(view
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Writes model.safetensors and model.json into `dir`.
+pub fn save(dir: &Path, metadata: &ModelMetadata, params: &Params) -> Result<()> {
+    write_atomic(&dir.join(WEIGHTS_FILE), &weights_to_safetensors(params)?)?;
+    let json = serde_json::to_string_pretty(metadata).context("failed to encode model.json")?;
+    write_atomic(&dir.join(METADATA_FILE), json.as_bytes())
+}
+
+/// Loads a model from a run directory, or from its model.json or model.safetensors path.
+pub fn load(path: &Path) -> Result<(ModelMetadata, Params)> {
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    let json_path = dir.join(METADATA_FILE);
+    let weights_path = dir.join(WEIGHTS_FILE);
+    let json = fs::read_to_string(&json_path).with_context(|| {
+        format!(
+            "failed to read {}: a model is a directory holding {METADATA_FILE} and {WEIGHTS_FILE}",
+            json_path.display()
+        )
+    })?;
+    let metadata: ModelMetadata = serde_json::from_str(&json).with_context(|| {
+        format!(
+            "{} is not a valid densetrain model.json",
+            json_path.display()
+        )
+    })?;
+    if metadata.format != FORMAT || metadata.version > FORMAT_VERSION {
+        bail!(
+            "{}: format '{}' version {} is not supported (expected '{FORMAT}' version {FORMAT_VERSION} or lower)",
+            json_path.display(),
+            metadata.format,
+            metadata.version
+        );
+    }
+    let bytes = fs::read(&weights_path)
+        .with_context(|| format!("failed to read {}", weights_path.display()))?;
+    let params = weights_from_safetensors(&bytes, &metadata.architecture, &weights_path)?;
+    Ok((metadata, params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LossKind;
+    use crate::model::{Activation, Init};
+
+    fn spec() -> ModelSpec {
+        ModelSpec {
+            inputs: 3,
+            hidden: vec![4],
+            activation: Activation::Relu,
+            outputs: 2,
+            loss: LossKind::SoftmaxCrossEntropy,
+            init: Init::He,
+            dropout: 0.0,
+        }
+    }
+
+    fn params() -> Params {
+        let shapes = spec().layer_shapes();
+        Params {
+            layers: shapes
+                .iter()
+                .map(|&(i, o)| LayerParams {
+                    inputs: i,
+                    outputs: o,
+                    w: (0..i * o).map(|k| k as f32 * 0.5 - 1.0).collect(),
+                    b: (0..o).map(|k| k as f32 + 0.25).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn weights_round_trip_with_torch_names_and_shapes() {
+        let bytes = weights_to_safetensors(&params()).unwrap();
+        let parsed = SafeTensors::deserialize(&bytes).unwrap();
+        let t = parsed.tensor("layers.0.weight").unwrap();
+        assert_eq!(t.shape(), &[4, 3]);
+        assert_eq!(parsed.tensor("layers.1.bias").unwrap().shape(), &[2]);
+        let back = weights_from_safetensors(&bytes, &spec(), Path::new("m")).unwrap();
+        assert_eq!(back, params());
+    }
+
+    #[test]
+    fn shape_mismatch_is_an_error() {
+        let bytes = weights_to_safetensors(&params()).unwrap();
+        let mut other = spec();
+        other.hidden = vec![5];
+        let err = weights_from_safetensors(&bytes, &other, Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layers.0.weight"), "{err}");
+        assert!(err.contains("[4, 3]"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+}
