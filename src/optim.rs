@@ -182,14 +182,14 @@ impl fmt::Display for OptimizerConfig {
                 };
                 write!(
                     f,
-                    ", beta1 {beta1}, beta2 {beta2}, epsilon {epsilon} ({style} style)"
+                    ", beta1 {beta1}, beta2 {beta2}, epsilon {epsilon:e} ({style} style)"
                 )?;
             }
             Optimizer::RmsProp {
                 rho,
                 momentum,
                 epsilon,
-            } => write!(f, ", rho {rho}, momentum {momentum}, epsilon {epsilon}")?,
+            } => write!(f, ", rho {rho}, momentum {momentum}, epsilon {epsilon:e}")?,
         }
         if self.weight_decay > 0.0 {
             write!(f, ", weight decay {}", self.weight_decay)?;
