@@ -837,3 +837,31 @@ fn missing_fashion_mnist_names_package() {
     assert!(message.contains("apt-get install"), "{message}");
     assert!(message.contains("/nonexistent/fashion-mnist"), "{message}");
 }
+
+#[test]
+fn value_beyond_f32_range_is_rejected() {
+    let file = temp_csv("x1,x2,label\n1,2,0\n1e39,3,1\n4,5,0\n6,7,1\n8,9,0\n");
+    let message = error_of(&config(file.path()));
+    assert!(message.contains("line 3"), "{message}");
+    assert!(message.contains("column 'x1'"), "{message}");
+    assert!(message.contains("'1e39'"), "{message}");
+    assert!(message.contains("float32 range"), "{message}");
+}
+
+#[test]
+fn value_beyond_f32_range_is_rejected_with_fill_missing() {
+    let file = temp_csv("x1,x2,label\n1,2,0\n-1e300,3,1\n4,5,0\n6,7,1\n8,9,0\n");
+    let message = error_of(&DataConfig {
+        fill_missing: Some(FillMissing::Mean),
+        ..config(file.path())
+    });
+    assert!(message.contains("'-1e300'"), "{message}");
+}
+
+#[test]
+fn largest_f32_value_is_accepted() {
+    let file = temp_csv("x1,label\n3.4e38,0\n-3.4e38,1\n1,0\n2,1\n3,0\n");
+    let data = prepare(&unscaled(file.path())).unwrap();
+    assert_eq!(data.train.x[0], 3.4e38_f32);
+    assert_eq!(data.train.x[1], -3.4e38_f32);
+}

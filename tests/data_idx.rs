@@ -447,3 +447,47 @@ fn fashion_mnist_when_installed() {
     assert_eq!(counts, [1000; 10]);
     assert!(data.warnings.is_empty(), "{:?}", data.warnings);
 }
+
+#[test]
+fn csv_only_options_are_rejected_for_idx() {
+    use densetrain::data::{CsvOptions, FillMissing, Scale};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cases/idx-compression");
+    let source = DataSource::IdxFiles {
+        images: dir.join("tiny-images-idx3-ubyte"),
+        labels: dir.join("tiny-labels-idx1-ubyte"),
+    };
+    let base = DataConfig {
+        source,
+        ..DataConfig::default()
+    };
+    let cases = [
+        (
+            DataConfig {
+                fill_missing: Some(FillMissing::Mean),
+                ..base.clone()
+            },
+            "--fill-missing",
+        ),
+        (
+            DataConfig {
+                scale: Scale::MinMax,
+                ..base.clone()
+            },
+            "--scale",
+        ),
+        (
+            DataConfig {
+                csv: CsvOptions {
+                    delimiter: Some(b';'),
+                    ..CsvOptions::default()
+                },
+                ..base.clone()
+            },
+            "--delimiter",
+        ),
+    ];
+    for (config, flag) in cases {
+        let message = format!("{:#}", prepare(&config).unwrap_err());
+        assert!(message.contains(flag), "{flag}: {message}");
+    }
+}

@@ -68,7 +68,7 @@ fn iris_tail_split_warns_sorted() {
     assert_eq!(counts(&validation.y, 3), vec![0, 0, 30]);
     assert_eq!(data.warnings.len(), 1, "{:?}", data.warnings);
     assert!(data.warnings[0].contains("holds only class virginica"));
-    assert!(data.warnings[0].contains("looks sorted"));
+    assert!(data.warnings[0].contains("may be sorted"));
 }
 
 #[test]

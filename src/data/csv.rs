@@ -25,7 +25,8 @@ pub enum Cell<'a> {
     Number(f64),
     /// A missing-value marker, with its raw text.
     Missing(&'a str),
-    /// An infinite number (`inf`, `-Infinity`, `1e999`), with its raw text.
+    /// An infinite number (`inf`, `-Infinity`, `1e999`) or one beyond the f32
+    /// range (`1e39`), with its raw text.
     NonFinite(&'a str),
     /// Anything else.
     Text(&'a str),
@@ -43,7 +44,10 @@ impl<'a> Cell<'a> {
             text.parse::<f64>()
         };
         match parsed {
-            Ok(value) if value.is_finite() => Cell::Number(value),
+            // Training runs in f32, so a value beyond its range is as unusable as inf.
+            Ok(value) if value.is_finite() && value.abs() <= f64::from(f32::MAX) => {
+                Cell::Number(value)
+            }
             Ok(value) if value.is_nan() => Cell::Missing(text),
             Ok(_) => Cell::NonFinite(text),
             Err(_) => Cell::Text(text),

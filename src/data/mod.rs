@@ -49,6 +49,14 @@ impl DataSource {
     /// Turns a `--data` value into a source as [`from_arg`](Self::from_arg)
     /// does, looking for Fashion-MNIST in `fashion_dir`.
     pub fn from_arg_with(value: &str, fashion_dir: &Path) -> Result<DataSource> {
+        if matches!(value, "digits" | "fashion-mnist" | "fashion_mnist")
+            && Path::new(value).exists()
+        {
+            log::warn!(
+                "--data {value} names the built-in data set, not the file '{value}' in this \
+                 directory; write ./{value} to read the file"
+            );
+        }
         match value {
             "digits" => return Ok(DataSource::Digits),
             "fashion-mnist" | "fashion_mnist" => {

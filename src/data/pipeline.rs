@@ -6,7 +6,8 @@ use crate::data::preprocess::{self, ColumnMap};
 use crate::data::split::{self, SplitRule};
 use crate::data::table::{self, FeatureKind, TargetValues};
 use crate::data::{
-    CsvOptions, DataConfig, DataSource, Dataset, PreparedData, RawData, TaskKind, builtin, idx,
+    CsvOptions, DataConfig, DataSource, Dataset, PreparedData, RawData, Scale, TaskKind, builtin,
+    idx,
 };
 use anyhow::{Result, bail};
 use std::path::Path;
@@ -361,6 +362,18 @@ fn check_image_options(config: &DataConfig) -> Result<()> {
     }
     if config.task == Some(TaskKind::Regression) {
         bail!("IDX labels are classes; --task regression does not apply to IDX data");
+    }
+    if config.fill_missing.is_some() {
+        bail!("--fill-missing applies to CSV data; IDX pixels are never missing");
+    }
+    if config.scale != Scale::Standard {
+        bail!("--scale applies to CSV features; IDX pixels are always divided by 255");
+    }
+    let csv = &config.csv;
+    if csv.header.is_some() || csv.delimiter.is_some() || csv.decimal_comma {
+        bail!(
+            "--header, --no-header, --delimiter and --decimal apply to CSV data, not to IDX files"
+        );
     }
     // TODO: accept an IDX directory or an images and labels pair as validation data.
     if let Some(path) = &config.validation_data {

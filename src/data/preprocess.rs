@@ -571,8 +571,8 @@ fn encode_cell(
     let location = || cell_location(table, row, column);
     match (feature, cell) {
         (_, Cell::NonFinite(text)) => bail!(
-            "{}: non-finite value '{text}'; only finite numbers are accepted, also with \
-             --fill-missing",
+            "{}: non-finite value '{text}'; only finite numbers within the float32 \
+             range (about ±3.4e38) are accepted, also with --fill-missing",
             location()
         ),
         (FeatureTransform::Numeric { shift, scale, .. }, Cell::Number(value)) => {
@@ -650,7 +650,7 @@ fn encode_target(
             location()
         ),
         (Cell::NonFinite(text), _) => bail!(
-            "{}: non-finite target value '{text}'; only finite numbers are accepted",
+            "{}: non-finite target value '{text}'; only finite numbers within the float32 range (about ±3.4e38) are accepted",
             location()
         ),
         (Cell::Number(value), TargetTransform::Standardized { mean, std }) => {

@@ -98,8 +98,10 @@ pub fn split_sizes(n: usize, fraction: f64) -> Result<(usize, usize)> {
     if train_count == 0 {
         let maximum = largest_fraction_with_both_parts(n);
         bail!(
-            "--validation-split {fraction} of {n} rows leaves 0 training rows; use at most \
-             {maximum} or more data"
+            "--validation-split {fraction} of {n} rows leaves 0 training rows (training \
+             keeps floor({n} x (1 - {fraction})) rows, Keras's rule, and 1 - {fraction} is \
+             slightly below its decimal value in floating point); use at most {maximum} \
+             or more data"
         );
     }
     Ok((train_count, validation_count))
@@ -323,13 +325,21 @@ pub fn class_counts(labels: &[u32], rows: &[usize], classes: usize) -> Vec<usize
 
 /// Describes class counts as `name: count` pairs for the report.
 pub fn describe_counts(names: &[String], counts: &[usize]) -> String {
-    names
+    let mut text = names
         .iter()
         .zip(counts)
+        .take(MAX_LISTED)
         .map(|(name, count)| format!("{name}: {count}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if names.len() > MAX_LISTED {
+        text.push_str(&format!(" and {} more classes", names.len() - MAX_LISTED));
+    }
+    text
 }
+
+/// Most classes named in one report line or warning.
+const MAX_LISTED: usize = 20;
 
 /// Total variation distance between the class distributions of two parts
 /// (half the sum of absolute differences of the class shares): 0 for equal
@@ -361,11 +371,20 @@ pub fn class_balance_warning(
 ) -> Option<String> {
     // Names the classes with a verb that agrees: "class 4 has", "classes 3, 4 have".
     let name_list = |classes: &[usize], singular: &str, plural: &str| -> String {
-        let listed: Vec<&str> = classes.iter().map(|&c| names[c].as_str()).collect();
+        let listed: Vec<&str> = classes
+            .iter()
+            .take(MAX_LISTED)
+            .map(|&c| names[c].as_str())
+            .collect();
+        let more = if classes.len() > MAX_LISTED {
+            format!(" and {} more", classes.len() - MAX_LISTED)
+        } else {
+            String::new()
+        };
         if classes.len() == 1 {
             format!("class {} {singular}", listed[0])
         } else {
-            format!("classes {} {plural}", listed.join(", "))
+            format!("classes {}{more} {plural}", listed.join(", "))
         }
     };
 
@@ -427,7 +446,7 @@ pub fn class_balance_warning(
 
     let advice = match rule {
         Some(SplitRule::Tail) => {
-            "; the file looks sorted by label: use --split stratified or --split shuffled"
+            "; the file may be sorted or grouped by label: use --split stratified or --split shuffled"
         }
         Some(SplitRule::Shuffled) => "; use --split stratified to keep class proportions",
         Some(SplitRule::Stratified) => "; some classes have too few rows for this split",

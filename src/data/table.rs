@@ -201,8 +201,8 @@ fn non_finite_error(table: &Table, row: usize, column: usize) -> CellError {
         row,
         column,
         message: format!(
-            "{}: non-finite value '{}'; only finite numbers are accepted, \
-             also with --fill-missing",
+            "{}: non-finite value '{}'; only finite numbers within the float32 \
+             range (about ±3.4e38) are accepted, also with --fill-missing",
             cell_location(table, row, column),
             raw_text(table, row, column)
         ),

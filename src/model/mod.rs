@@ -71,7 +71,14 @@ impl Activation {
     #[inline]
     pub fn apply(self, z: f32) -> f32 {
         match self {
-            Self::Relu => z.max(0.0),
+            // Not `z.max(0.0)`: that maps NaN to 0 and would hide a non-finite input.
+            Self::Relu => {
+                if z < 0.0 {
+                    0.0
+                } else {
+                    z
+                }
+            }
             Self::LeakyRelu => {
                 if z > 0.0 {
                     z
@@ -245,8 +252,51 @@ impl ModelSpec {
                 self.dropout
             );
         }
+        self.check_size()
+    }
+
+    /// Rejects a model whose parameters cannot fit in memory, before anything is allocated
+    /// (an allocation failure would abort the process instead of reporting an error).
+    fn check_size(&self) -> Result<()> {
+        let count = self.layer_shapes().iter().try_fold(0u64, |sum, &(i, o)| {
+            (i as u64)
+                .checked_mul(o as u64)
+                .and_then(|w| w.checked_add(o as u64))
+                .and_then(|layer| sum.checked_add(layer))
+        });
+        // Weights, gradients, two optimizer slots and two snapshots, 4 bytes each.
+        let bytes = count.and_then(|c| c.checked_mul(4 * 6));
+        let available = available_memory_bytes();
+        let fits = match (bytes, available) {
+            (None, _) => false,
+            (Some(b), Some(avail)) => b <= avail,
+            (Some(b), None) => b <= u64::from(u32::MAX) * 64,
+        };
+        if !fits {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            let needed = bytes.map_or("more than 2^64 bytes".to_string(), |b| {
+                format!("about {:.1} GiB", gib(b))
+            });
+            let have = available.map_or(String::new(), |a| {
+                format!(" and this machine has {:.1} GiB available", gib(a))
+            });
+            let hidden: Vec<String> = self.hidden.iter().map(usize::to_string).collect();
+            bail!(
+                "invalid --layers {}: the model needs {needed} for its weights, gradients, \
+                 optimizer state and snapshots{have}; use smaller layers",
+                hidden.join(",")
+            );
+        }
         Ok(())
     }
+}
+
+/// Returns the memory the kernel reports as available (Linux `MemAvailable`), if readable.
+fn available_memory_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Host copy of a network's parameters.
@@ -267,4 +317,41 @@ pub struct LayerParams {
     pub w: Vec<f32>,
     /// Biases `[O]`.
     pub b: Vec<f32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relu_family_keeps_nan() {
+        for act in [Activation::Relu, Activation::LeakyRelu, Activation::Elu] {
+            assert!(act.apply(f32::NAN).is_nan(), "{act}");
+        }
+        assert_eq!(Activation::Relu.apply(-2.0), 0.0);
+        assert_eq!(Activation::Relu.apply(3.0), 3.0);
+    }
+
+    #[test]
+    fn oversized_model_is_rejected_before_allocation() {
+        let spec = ModelSpec {
+            inputs: 784,
+            hidden: vec![1_000_000, 1_000_000],
+            activation: Activation::Relu,
+            outputs: 10,
+            loss: LossKind::SoftmaxCrossEntropy,
+            init: Init::He,
+            dropout: 0.0,
+        };
+        let message = spec.validate().unwrap_err().to_string();
+        assert!(message.contains("--layers 1000000,1000000"), "{message}");
+        assert!(message.contains("GiB"), "{message}");
+
+        let overflow = ModelSpec {
+            hidden: vec![usize::MAX / 2, usize::MAX / 2],
+            ..spec
+        };
+        let message = overflow.validate().unwrap_err().to_string();
+        assert!(message.contains("more than 2^64 bytes"), "{message}");
+    }
 }
