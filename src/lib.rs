@@ -55,6 +55,7 @@
 //!     },
 //!     class_weights: None,
 //!     verbose: 0,
+//!     diagnostics: true,
 //! };
 //!
 //! let backend = Cpu::new(0)?;
@@ -86,4 +87,5 @@ pub mod data;
 pub mod model;
 pub mod optim;
 pub mod rng;
+pub mod tools;
 pub mod train;

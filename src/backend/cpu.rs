@@ -41,12 +41,17 @@ pub struct CpuStats {
 
 impl Cpu {
     /// Creates a CPU backend using `threads` threads (0 means all cores).
+    ///
+    /// More threads than cores is an error: it only adds contention, and a
+    /// mistyped count (`--threads 100000`) would otherwise start that many threads.
     pub fn new(threads: usize) -> Result<Self> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > cores {
+            bail!(
+                "invalid --threads {threads}: this machine has {cores} cores; use at most {cores} (0 uses all)"
+            );
+        }
+        let threads = if threads == 0 { cores } else { threads };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("densetrain-cpu-{i}"))
@@ -269,7 +274,16 @@ impl Backend for Cpu {
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
-        Ok(vec![0.0; len])
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len).map_err(|_| {
+            anyhow::anyhow!(
+                "failed to allocate {:.2} GiB for a buffer of {len} values; \
+                 use smaller --layers or --batch-size",
+                (len as f64 * 4.0) / (1u64 << 30) as f64
+            )
+        })?;
+        buf.resize(len, 0.0);
+        Ok(buf)
     }
 
     fn upload(&self, host: &[f32]) -> Result<Vec<f32>> {
@@ -328,6 +342,11 @@ impl Backend for Cpu {
 
     fn read_stats(&self, stats: &CpuStats) -> Result<StatsValues> {
         Ok(stats.values)
+    }
+
+    fn write_stats(&self, values: &StatsValues, stats: &mut CpuStats) -> Result<()> {
+        stats.values = *values;
+        Ok(())
     }
 
     fn gather_rows(
@@ -502,27 +521,7 @@ impl Backend for Cpu {
         if let Some(d) = dlogits.as_deref() {
             check_len("loss", "dlogits", d, n * c)?;
         }
-        let classes = match kind {
-            LossKind::SoftmaxCrossEntropy => {
-                ensure!(
-                    c >= 2,
-                    "loss: softmax cross-entropy needs at least 2 outputs, got {c}"
-                );
-                c
-            }
-            LossKind::SigmoidBinaryCrossEntropy => {
-                ensure!(c == 1, "loss: binary cross-entropy needs 1 output, got {c}");
-                2
-            }
-            LossKind::MeanSquaredError => {
-                ensure!(c == 1, "loss: mean squared error needs 1 output, got {c}");
-                ensure!(
-                    class_weights.is_none(),
-                    "loss: class weights apply to classification only, not to mean squared error"
-                );
-                0
-            }
-        };
+        let classes = super::loss_class_count(kind, c, class_weights.is_some())?;
         if let Some(weights) = class_weights {
             check_len("loss", "class_weights", weights, classes)?;
         }

@@ -15,6 +15,7 @@
 //!   batch without a host round trip.
 
 pub mod cpu;
+pub mod cuda;
 
 use crate::model::Activation;
 use crate::optim::UpdateRule;
@@ -107,6 +108,20 @@ pub trait Backend {
     fn reset_stats(&self, stats: &mut Self::Stats) -> Result<()>;
     /// Reads the accumulators back to the host (the loop's only synchronisation).
     fn read_stats(&self, stats: &Self::Stats) -> Result<StatsValues>;
+    /// Overwrites the accumulators with `values`, the non-finite flag
+    /// included, so a run resumed in the middle of an epoch adds its next
+    /// batches to the same sums as an uninterrupted run.
+    ///
+    /// The default returns an error, so a backend without it can resume only
+    /// at the end of an epoch.
+    fn write_stats(&self, values: &StatsValues, stats: &mut Self::Stats) -> Result<()> {
+        let _ = (values, stats);
+        anyhow::bail!(
+            "{} cannot restore training accumulators, so it cannot resume a checkpoint \
+             written in the middle of an epoch",
+            self.description()
+        )
+    }
 
     /// Gathers rows: `dst[r, :] = src[idx[start + r], :]` for `r` in `0..count`.
     ///
@@ -229,4 +244,31 @@ pub trait Backend {
         cols: usize,
         counts: &mut Self::Buf,
     ) -> Result<()>;
+}
+
+/// Checks the output count of a loss and returns how many class weights it takes
+/// (classes for softmax, 2 for sigmoid, 0 for mean squared error).
+pub fn loss_class_count(kind: LossKind, outputs: usize, class_weights: bool) -> Result<usize> {
+    let c = outputs;
+    match kind {
+        LossKind::SoftmaxCrossEntropy => {
+            anyhow::ensure!(
+                c >= 2,
+                "loss: softmax cross-entropy needs at least 2 outputs, got {c}"
+            );
+            Ok(c)
+        }
+        LossKind::SigmoidBinaryCrossEntropy => {
+            anyhow::ensure!(c == 1, "loss: binary cross-entropy needs 1 output, got {c}");
+            Ok(2)
+        }
+        LossKind::MeanSquaredError => {
+            anyhow::ensure!(c == 1, "loss: mean squared error needs 1 output, got {c}");
+            anyhow::ensure!(
+                !class_weights,
+                "loss: class weights apply to classification only, not to mean squared error"
+            );
+            Ok(0)
+        }
+    }
 }

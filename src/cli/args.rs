@@ -21,6 +21,19 @@ pub struct Cli {
 pub enum Command {
     /// Fit a model and write it, its history and its summary into a run directory.
     Train(Box<TrainArgs>),
+    /// Learning-rate range test: sweep the rate, plot the loss, suggest a rate.
+    LrFind(Box<crate::cli::lr_find::LrFindArgs>),
+    /// Train several layer sizes, activations, optimizers or rates and compare them.
+    Sweep(Box<crate::cli::sweep::SweepArgs>),
+    /// K-fold cross-validation: held-out metrics per fold, mean and spread.
+    Cv(Box<crate::cli::cv::CvArgs>),
+    /// Show the GPUs, driver, CUDA libraries and kernel images found.
+    Info(crate::cli::info::InfoArgs),
+    /// Score a saved model: loss, accuracy, confusion matrix, per-class scores, or MAE,
+    /// RMSE and R².
+    Evaluate(Box<crate::cli::evaluate::EvaluateArgs>),
+    /// Write a saved model's predictions for new rows as CSV.
+    Predict(Box<crate::cli::predict::PredictArgs>),
 }
 
 /// Options of `densetrain train`.
@@ -34,6 +47,8 @@ pub struct TrainArgs {
     pub optimizer: OptimizerArgs,
     #[command(flatten)]
     pub fit: FitArgs,
+    #[command(flatten)]
+    pub control: RunControlArgs,
 }
 
 /// Where the data comes from and how it is read.
@@ -118,15 +133,16 @@ pub struct ModelArgs {
 }
 
 /// The optimizer.
-#[derive(Debug, Args)]
+#[derive(Clone, Debug, Args)]
 #[command(next_help_heading = "Optimizer")]
 pub struct OptimizerArgs {
-    /// Optimizer.
-    #[arg(long, default_value = "adam", value_parser = ["sgd", "adam", "adamw", "rmsprop"])]
-    pub optimizer: String,
-    /// Learning rate [default: 0.01 for sgd, 0.001 otherwise]
-    #[arg(long, allow_negative_numbers = true)]
-    pub lr: Option<f32>,
+    /// Optimizer [default: adam; sgd for lr-find]
+    #[arg(long, value_parser = ["sgd", "adam", "adamw", "rmsprop"])]
+    pub optimizer: Option<String>,
+    /// Learning rate, or `auto` to run the learning-rate range test first and train with
+    /// its suggestion [default: 0.01 for sgd, 0.001 otherwise]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_learning_rate)]
+    pub lr: Option<LearningRate>,
     /// Momentum of sgd or rmsprop [default: 0]
     #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f32>,
@@ -161,6 +177,24 @@ pub struct OptimizerArgs {
     /// Weight each class's loss by n / (classes * class count).
     #[arg(long, value_parser = ["balanced"])]
     pub class_weight: Option<String>,
+}
+
+/// A `--lr` value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LearningRate {
+    /// A fixed rate.
+    Value(f32),
+    /// The suggestion of a learning-rate range test.
+    Auto,
+}
+
+fn parse_learning_rate(text: &str) -> Result<LearningRate, String> {
+    if text == "auto" {
+        return Ok(LearningRate::Auto);
+    }
+    text.parse::<f32>()
+        .map(LearningRate::Value)
+        .map_err(|_| format!("'{text}' is not a number or 'auto'; expected e.g. 0.001 or auto"))
 }
 
 /// The fit loop, early stopping, output and device.
@@ -198,19 +232,86 @@ pub struct FitArgs {
     /// Keep the last epoch's weights instead of the best epoch's.
     #[arg(long)]
     pub no_restore_best_weights: bool,
+    /// Skip the per-epoch diagnostics (dead units, gradient sizes) and their warnings.
+    #[arg(long)]
+    pub no_diagnostics: bool,
     /// 0 silent, 1 progress bar per epoch, 2 one line per epoch.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub verbose: u8,
     /// CPU threads [default: all cores]
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Device: auto, cpu, cuda or cuda:N.
+    /// Device: auto (a GPU when one works, else the CPU), cpu, cuda or cuda:N (GPU number N).
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Precision of the matrix products: f32, bf16 or f16 (the half types need a GPU).
+    /// Precision of the matrix products: f32, bf16 or f16 (the half types need a GPU and keep
+    /// f32 master weights).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     pub precision: String,
+    /// Let f32 matrix products on the GPU use TF32 tensor cores (faster, about 3 significant
+    /// digits per input).
+    #[arg(long)]
+    pub allow_tf32: bool,
     /// Run directory [default: a new numbered directory under runs/]
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+}
+
+/// Checkpoints, resuming, fine-tuning and learning-rate control (`train` only).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Checkpoints and learning rate")]
+pub struct RunControlArgs {
+    /// Continue the run in RUN_DIR from its last checkpoint, appending to its history. Every
+    /// option comes from the run; only --epochs (the total to reach), --patience, --verbose,
+    /// --threads and --device may be given.
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Start from the weights of a saved model (a run directory or its model.json) instead
+    /// of random ones. The data must have the model's columns and classes, and the model's
+    /// fitted scaling is applied.
+    #[arg(long, value_name = "MODEL", conflicts_with = "resume")]
+    pub initial_model: Option<PathBuf>,
+    /// Also write a checkpoint every N batches; one is always written at the end of every
+    /// epoch, into RUN/checkpoints/.
+    #[arg(long, value_name = "N")]
+    pub checkpoint_every: Option<usize>,
+    /// Keep the best epoch's model in RUN/checkpoints/best/ while training runs.
+    #[arg(long)]
+    pub checkpoint_best: bool,
+    /// Multiply the learning rate by --reduce-lr-factor when the monitored quantity
+    /// (--monitor) has not improved for --reduce-lr-patience epochs (Keras's
+    /// ReduceLROnPlateau).
+    #[arg(long)]
+    pub reduce_lr_on_plateau: bool,
+    /// Epochs without improvement before the rate drops [default: 10]
+    #[arg(long, value_name = "EPOCHS")]
+    pub reduce_lr_patience: Option<usize>,
+    /// Factor applied to the rate, above 0 and below 1 [default: 0.1]
+    #[arg(long, allow_negative_numbers = true)]
+    pub reduce_lr_factor: Option<f64>,
+    /// An epoch improves only if it beats the best by more than this [default: 1e-4]
+    #[arg(long, allow_negative_numbers = true)]
+    pub reduce_lr_min_delta: Option<f64>,
+    /// Epochs after a reduction before epochs count as waiting again [default: 0]
+    #[arg(long, value_name = "EPOCHS")]
+    pub reduce_lr_cooldown: Option<usize>,
+    /// Lowest rate --reduce-lr-on-plateau goes to, and the final rate of --lr-schedule cosine
+    /// [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_lr: Option<f64>,
+    /// Learning-rate schedule, applied per epoch from --lr: step (times --lr-gamma every
+    /// --lr-step-size epochs), exponential (times --lr-gamma every epoch) or cosine (from --lr
+    /// down to --min-lr over --lr-cosine-epochs epochs).
+    #[arg(long, value_parser = ["constant", "step", "exponential", "cosine"],
+          default_value = "constant")]
+    pub lr_schedule: String,
+    /// Epochs between the drops of --lr-schedule step [default: 10]
+    #[arg(long, value_name = "EPOCHS")]
+    pub lr_step_size: Option<usize>,
+    /// Factor of --lr-schedule step [default: 0.1] or exponential [default: 0.95]
+    #[arg(long, allow_negative_numbers = true)]
+    pub lr_gamma: Option<f64>,
+    /// Length of the cosine decay of --lr-schedule cosine [default: --epochs]
+    #[arg(long, value_name = "EPOCHS")]
+    pub lr_cosine_epochs: Option<usize>,
 }

@@ -12,6 +12,8 @@ pub enum OutDir {
     Given(PathBuf),
     /// The next free `runs/run-NNN`.
     Numbered,
+    /// The directory of a run being resumed, written into again.
+    Existing(PathBuf),
 }
 
 /// Checks `--out`: an existing non-empty directory, or a file, is an error.
@@ -42,6 +44,7 @@ pub fn check_out(out: Option<&Path>) -> Result<OutDir> {
 /// Creates the run directory and returns its path.
 pub fn create(out: OutDir) -> Result<PathBuf> {
     match out {
+        OutDir::Existing(dir) => Ok(dir),
         OutDir::Given(dir) => {
             fs::create_dir_all(&dir).with_context(|| {
                 format!("--out {}: failed to create the directory", dir.display())

@@ -1,7 +1,7 @@
 //! Turns parsed arguments into validated configurations, with one clear
 //! error per bad value or combination.
 
-use crate::cli::args::{DataArgs, FitArgs, ModelArgs, OptimizerArgs};
+use crate::cli::args::{DataArgs, FitArgs, LearningRate, ModelArgs, OptimizerArgs};
 use crate::data::{
     CsvOptions, DataConfig, DataSource, FillMissing, Scale, SplitConfig, SplitRule, TaskKind,
 };
@@ -169,7 +169,7 @@ fn check_range(flag: &str, value: f32, low: f32, high: f32, what: &str) -> Resul
 
 /// Builds the optimizer configuration, rejecting options that do not apply to the optimizer.
 pub fn optimizer_config(args: &OptimizerArgs) -> Result<OptimizerConfig> {
-    let name = args.optimizer.as_str();
+    let name = args.optimizer.as_deref().unwrap_or("adam");
     let Some(mut optimizer) = Optimizer::with_defaults(name) else {
         bail!("invalid --optimizer '{name}': expected sgd, adam, adamw or rmsprop");
     };
@@ -275,7 +275,11 @@ pub fn optimizer_config(args: &OptimizerArgs) -> Result<OptimizerConfig> {
             "a positive value",
         )?;
     }
-    let lr = args.lr.unwrap_or_else(|| optimizer.default_lr());
+    let lr = match args.lr {
+        Some(LearningRate::Value(lr)) => lr,
+        // `--lr auto` starts from the default; the caller replaces it with the suggestion.
+        Some(LearningRate::Auto) | None => optimizer.default_lr(),
+    };
     check_range(
         "--lr",
         lr,

@@ -1,18 +1,27 @@
 //! `densetrain train`: load, split, build, fit, save, summarise.
 
-use crate::backend::cpu::Cpu;
 use crate::backend::{Backend, LossKind};
-use crate::cli::args::TrainArgs;
+use crate::cli::args::{LearningRate, TrainArgs};
 use crate::cli::settings;
-use crate::cli::{Outcome, rundir};
+use crate::cli::{Outcome, device, rundir};
+use crate::cli::{control, fine_tune, interrupt, resume, run_files};
+use crate::cli::{experiment, lr_find};
 use crate::data::{self, TaskKind};
 use crate::model::file::{self, ModelMetadata, TrainingInfo};
 use crate::model::{ModelSpec, Network, init};
 use crate::train::{self, EarlyStoppingConfig, FitConfig, Monitor, StopReason, Units, summary};
+use crate::train::{History, RunControl};
 use anyhow::{Context, Result, bail};
 
 /// Runs `densetrain train`.
 pub fn run(args: &TrainArgs) -> Result<Outcome> {
+    let given = resume::given_train_options();
+    let resumed = match &args.control.resume {
+        Some(dir) => Some(resume::open(args, dir, &given)?),
+        None => None,
+    };
+    let args = resumed.as_ref().map_or(args, |r| &r.args);
+    let lr_control = control::lr_control(&args.control, args.fit.epochs)?;
     let verbose = args.fit.verbose;
     let seed = args.fit.seed.unwrap_or_else(random_seed);
     let data_config = settings::data_config(&args.data, seed)?;
@@ -24,10 +33,17 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
     if args.fit.batch_size == 0 {
         bail!("invalid --batch-size 0: a batch needs at least 1 row");
     }
-    let backend = select_device(&args.fit.device, &args.fit.precision, args.fit.threads)?;
-    let out_dir = rundir::check_out(args.fit.out.as_deref())?;
+    let backend = device::select(&args.fit)?;
+    let out_dir = match &resumed {
+        Some(r) => rundir::OutDir::Existing(r.dir.clone()),
+        None => rundir::check_out(args.fit.out.as_deref())?,
+    };
 
-    let prepared = data::prepare(&data_config)?;
+    let (prepared, initial_model) =
+        fine_tune::prepare_data(&data_config, args.control.initial_model.as_deref())?;
+    if let Some(r) = &resumed {
+        r.record.check_data(&prepared)?;
+    }
     if verbose > 0 {
         for line in &prepared.report {
             println!("{line}");
@@ -53,6 +69,10 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         dropout: model_options.dropout,
     };
     spec.validate()?;
+    let spec = match &initial_model {
+        Some(model) => fine_tune::initial_spec(model, &spec, &given)?,
+        None => spec,
+    };
 
     let has_validation = prepared.validation.is_some();
     let mut available = vec![Monitor::Loss];
@@ -105,6 +125,7 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         early_stopping,
         class_weights,
         verbose,
+        diagnostics: !args.fit.no_diagnostics,
     };
     let units = match preprocessor.target_mean_std() {
         Some((_, std)) => Units::regression(std),
@@ -112,6 +133,21 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
     };
 
     let out_dir = rundir::create(out_dir)?;
+    let (fit_config, optimizer) = if args.optimizer.lr == Some(LearningRate::Auto) {
+        let fit = lr_find::auto_lr(
+            &backend,
+            &spec,
+            initial_model.as_ref().map(|model| &model.params),
+            &prepared.train,
+            units,
+            &fit_config,
+            &out_dir,
+        )?;
+        let optimizer = fit.optimizer;
+        (fit, optimizer)
+    } else {
+        (fit_config, optimizer)
+    };
     if verbose > 0 {
         println!(
             "{}",
@@ -119,8 +155,55 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         );
         println!("Run directory: {}", out_dir.display());
     }
-    let initial = init::init_params(&spec, seed);
-    let result = train::fit(
+    let record = match &resumed {
+        Some(r) => r.record.clone(),
+        None => {
+            let record = run_files::RunRecord::new(args, seed, &prepared)?;
+            record.write(&out_dir)?;
+            record
+        }
+    };
+    let best_model = args.control.checkpoint_best.then(|| ModelMetadata {
+        format: file::FORMAT.to_string(),
+        version: file::FORMAT_VERSION,
+        architecture: spec.clone(),
+        preprocessing: preprocessor.clone(),
+        training: TrainingInfo {
+            optimizer,
+            seed,
+            epochs_run: 0,
+            saved_epoch: None,
+            best_epoch: None,
+            monitor: monitor.name().to_string(),
+        },
+    });
+    let empty_history = History::new(
+        if classification { "accuracy" } else { "mae" },
+        has_validation,
+    );
+    let mut writer =
+        run_files::CheckpointWriter::new(&out_dir, &record, empty_history, best_model)?;
+    let mut sink = |c: &train::Checkpoint, kind| writer.write(c, kind);
+    let signals = interrupt::StopSignals::install()?;
+    let initial = match (&resumed, &initial_model) {
+        (Some(r), _) => r.checkpoint.params.clone(),
+        (None, Some(model)) => model.params.clone(),
+        (None, None) => init::init_params(&spec, seed),
+    };
+    if let Some(r) = &resumed {
+        if verbose > 0 {
+            println!("{}", control::describe_resume(&r.dir, &r.checkpoint.state));
+        }
+    }
+    let run_control = RunControl {
+        lr: lr_control,
+        resume: resumed.as_ref().map(|r| r.checkpoint.clone()),
+        checkpoint_every: args.control.checkpoint_every,
+        on_checkpoint: Some(&mut sink),
+        stop_requested: Some(signals.flag()),
+        stop_after_batches: interrupt::stop_after_batches()?,
+    };
+    let result = train::fit_with(
         &backend,
         &spec,
         &initial,
@@ -128,6 +211,7 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         prepared.validation.as_ref(),
         units,
         &fit_config,
+        run_control,
     )?;
 
     let metadata = ModelMetadata {
@@ -146,11 +230,15 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
     };
     file::save(&out_dir, &metadata, &result.params)?;
     result.history.write_csv(&out_dir.join("history.csv"))?;
+    experiment::write_curves(&out_dir, &result)?;
     if verbose > 0 {
         println!(
             "{}",
             summary::run_summary(&result, monitor, early_stopping.restore_best_weights)
         );
+        if let Some(report) = &result.diagnostics {
+            println!("{}", report.summary());
+        }
     }
 
     if let Some(test) = &prepared.test {
@@ -167,6 +255,11 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
     }
     if verbose > 0 {
         println!("Wrote {}", out_dir.display());
+    }
+    if let StopReason::Interrupted { .. } = result.stop {
+        let (signal, status) = signals.received();
+        eprintln!("{}", control::describe_interrupt(&out_dir, signal, &result));
+        return Ok(Outcome::Interrupted(status));
     }
     if let StopReason::NonFinite(_) = result.stop {
         if verbose == 0 {
@@ -185,26 +278,4 @@ fn random_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     crate::rng::mix64(nanos ^ u64::from(std::process::id())) % 1_000_000
-}
-
-/// Picks the device: the CPU for `auto` and `cpu`, an error for CUDA in this build.
-fn select_device(device: &str, precision: &str, threads: usize) -> Result<Cpu> {
-    match device {
-        "auto" => {
-            log::info!("--device auto: using the CPU, because this build has no CUDA backend");
-        }
-        "cpu" => {}
-        d if d == "cuda" || d.starts_with("cuda:") => bail!(
-            "--device {d}: this build of densetrain has no CUDA backend yet; \
-             use --device cpu or --device auto"
-        ),
-        other => bail!("invalid --device '{other}': expected auto, cpu, cuda or cuda:N"),
-    }
-    if precision != "f32" {
-        bail!(
-            "--precision {precision} needs a GPU, and this run uses the CPU; \
-             use --precision f32"
-        );
-    }
-    Cpu::new(threads)
 }

@@ -59,7 +59,17 @@ pub struct ModelMetadata {
 }
 
 /// Writes `bytes` to `path` through a flushed temporary file and a rename.
+///
+/// A crash at any moment leaves either the old file or the new one at
+/// `path`. At worst a stale temporary file `.NAME.tmp` remains beside it,
+/// and the next write replaces it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = write_temporary(path, bytes)?;
+    commit_temporary(&tmp, path)
+}
+
+/// Returns the temporary file name [`write_atomic`] uses for `path`.
+pub fn temporary_path(path: &Path) -> Result<PathBuf> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let name = path
         .file_name()
@@ -67,19 +77,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(".tmp");
-    let tmp: PathBuf = match dir {
+    Ok(match dir {
         Some(d) => d.join(&tmp_name),
         None => PathBuf::from(&tmp_name),
-    };
+    })
+}
+
+/// Writes and flushes `bytes` to the temporary file of `path` and returns its
+/// name; the first half of [`write_atomic`].
+pub fn write_temporary(path: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let tmp = temporary_path(path)?;
     let result = (|| -> std::io::Result<()> {
         let mut file = fs::File::create(&tmp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
+        file.sync_all()
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("failed to write {}", path.display()));
+    }
+    Ok(tmp)
+}
+
+/// Renames a flushed temporary file onto `path`; the second half of [`write_atomic`].
+pub fn commit_temporary(tmp: &Path, path: &Path) -> Result<()> {
+    if let Err(e) = fs::rename(tmp, path) {
+        let _ = fs::remove_file(tmp);
+        return Err(e).with_context(|| format!("failed to write {}", path.display()));
+    }
+    // Flushing the directory makes the rename itself survive a power loss.
+    // Some file systems refuse to open a directory for this, so a failure is ignored.
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(handle) = fs::File::open(dir) {
+            let _ = handle.sync_all();
+        }
     }
     Ok(())
 }
@@ -179,6 +210,12 @@ pub fn save(dir: &Path, metadata: &ModelMetadata, params: &Params) -> Result<()>
 
 /// Loads a model from a run directory, or from its model.json or model.safetensors path.
 pub fn load(path: &Path) -> Result<(ModelMetadata, Params)> {
+    if !path.exists() {
+        bail!(
+            "{}: no such file or directory; a model is a run directory or its model.json",
+            path.display()
+        );
+    }
     let dir = if path.is_dir() {
         path.to_path_buf()
     } else {

@@ -372,9 +372,101 @@ impl<B: Backend> Network<B> {
         Ok(())
     }
 
+    /// Downloads the parameters held in `snapshot` (for a checkpoint).
+    pub fn snapshot_params(&self, backend: &B, snapshot: &Snapshot<B>) -> Result<Params> {
+        self.check_snapshot(snapshot)?;
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for (layer, pair) in self.layers.iter().zip(snapshot.tensors.chunks_exact(2)) {
+            layers.push(LayerParams {
+                inputs: layer.dims_in,
+                outputs: layer.dims_out,
+                w: backend.download(&pair[0])?,
+                b: backend.download(&pair[1])?,
+            });
+        }
+        Ok(Params { layers })
+    }
+
+    /// Overwrites `snapshot` with `params` (resuming a checkpoint).
+    pub fn write_snapshot(
+        &self,
+        backend: &B,
+        params: &Params,
+        snapshot: &mut Snapshot<B>,
+    ) -> Result<()> {
+        self.check_snapshot(snapshot)?;
+        check_params(&self.spec, params)?;
+        for (p, pair) in params
+            .layers
+            .iter()
+            .zip(snapshot.tensors.chunks_exact_mut(2))
+        {
+            backend.write(&p.w, &mut pair[0])?;
+            backend.write(&p.b, &mut pair[1])?;
+        }
+        Ok(())
+    }
+
     /// Largest batch the buffers hold.
     pub fn max_rows(&self) -> usize {
         self.max_rows
+    }
+
+    /// Runs the forward pass on `x[rows, I]` without dropout and adds, for each
+    /// hidden layer `l` listed in `layers`, the rows whose output is exactly zero
+    /// to `counts[k][O_l]` (one count buffer per listed layer, dead-unit diagnostics).
+    pub fn count_zero_outputs(
+        &mut self,
+        backend: &B,
+        x: &B::Buf,
+        rows: usize,
+        layers: &[usize],
+        counts: &mut [B::Buf],
+    ) -> Result<()> {
+        self.check_rows(rows)?;
+        ensure!(
+            layers.len() == counts.len(),
+            "{} layers listed for {} count buffers",
+            layers.len(),
+            counts.len()
+        );
+        self.forward(backend, x, rows, None)?;
+        for (&layer, count) in layers.iter().zip(counts) {
+            let cols = self.layers[layer].dims_out;
+            backend.count_zeros(&self.outputs[layer], rows, cols, count)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `sum(dw^2)` of each layer's weight gradient from the last
+    /// [`Self::compute_gradients`] to `sums[l]` (`[1]` each), on the device.
+    ///
+    /// The sum of squares is the 1×1 matrix product `dw · dwᵀ` plus the running
+    /// sum as bias, so it needs no primitive beyond [`Backend::dense_forward`];
+    /// `scratch` (`[1]`) receives the product before it is copied into `sums[l]`.
+    pub fn add_weight_gradient_squares(
+        &self,
+        backend: &B,
+        sums: &mut [B::Buf],
+        scratch: &mut B::Buf,
+    ) -> Result<()> {
+        ensure!(
+            sums.len() == self.layers.len(),
+            "{} sums given for {} layers",
+            sums.len(),
+            self.layers.len()
+        );
+        for (layer, sum) in self.layers.iter().zip(sums) {
+            let dims = Dims {
+                rows: 1,
+                inputs: layer.dims_in * layer.dims_out,
+                outputs: 1,
+            };
+            let act = crate::model::Activation::Linear;
+            backend.dense_forward(&layer.dw, &layer.dw, sum, dims, act, scratch)?;
+            backend.copy(scratch, sum)?;
+        }
+        Ok(())
     }
 
     fn check_rows(&self, rows: usize) -> Result<()> {

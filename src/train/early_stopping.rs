@@ -7,6 +7,7 @@
 //! Epochs before `start_from_epoch` are neither a best nor counted.
 
 use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A quantity the fit loop can watch.
@@ -128,6 +129,17 @@ pub enum Decision {
     Stop,
 }
 
+/// The counters of early stopping, kept in checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Default)]
+pub struct EarlyStoppingState {
+    /// Best monitored value so far.
+    pub best: Option<f64>,
+    /// Epoch (counted from 1) of the best value.
+    pub best_epoch: Option<usize>,
+    /// Epochs in a row without improvement.
+    pub wait: usize,
+}
+
 /// State of early stopping over a fit.
 #[derive(Clone, Debug)]
 pub struct EarlyStopping {
@@ -185,6 +197,23 @@ impl EarlyStopping {
     /// Whether larger values are better.
     pub fn maximize(&self) -> bool {
         self.maximize
+    }
+
+    /// The counters, for a checkpoint.
+    pub fn state(&self) -> EarlyStoppingState {
+        EarlyStoppingState {
+            best: self.best,
+            best_epoch: self.best_epoch,
+            wait: self.wait,
+        }
+    }
+
+    /// Replaces the counters (resuming a checkpoint; the settings may differ,
+    /// e.g. a new patience).
+    pub fn restore(&mut self, state: EarlyStoppingState) {
+        self.best = state.best;
+        self.best_epoch = state.best_epoch;
+        self.wait = state.wait;
     }
 
     /// Records the monitored `value` of `epoch` (counted from 1) and decides.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 /// Metrics of one epoch, in the target's own units.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochRecord {
     /// Epoch, counted from 1.
     pub epoch: usize,
@@ -33,6 +33,10 @@ pub struct History {
     pub has_validation: bool,
     /// One record per completed epoch.
     pub epochs: Vec<EpochRecord>,
+    /// Names of the columns written after `learning_rate` (training diagnostics).
+    pub extra_columns: Vec<String>,
+    /// Values of `extra_columns`, one row per epoch, aligned with `epochs`.
+    pub extra_rows: Vec<Vec<f64>>,
 }
 
 impl History {
@@ -42,6 +46,8 @@ impl History {
             metric_name,
             has_validation,
             epochs: Vec::new(),
+            extra_columns: Vec::new(),
+            extra_rows: Vec::new(),
         }
     }
 
@@ -57,6 +63,7 @@ impl History {
             cols.push(format!("val_{}", self.metric_name));
         }
         cols.push("learning_rate".to_string());
+        cols.extend(self.extra_columns.iter().cloned());
         cols
     }
 
@@ -64,7 +71,7 @@ impl History {
     pub fn to_csv(&self) -> String {
         let mut out = self.columns().join(",");
         out.push('\n');
-        for r in &self.epochs {
+        for (index, r) in self.epochs.iter().enumerate() {
             let _ = write!(out, "{},{},{}", r.epoch, r.loss, r.metric);
             if self.has_validation {
                 let _ = write!(
@@ -74,7 +81,13 @@ impl History {
                     r.val_metric.unwrap_or(f64::NAN)
                 );
             }
-            let _ = writeln!(out, ",{}", r.learning_rate as f32);
+            let _ = write!(out, ",{}", r.learning_rate as f32);
+            if let Some(extra) = self.extra_rows.get(index) {
+                for value in extra {
+                    let _ = write!(out, ",{value}");
+                }
+            }
+            out.push('\n');
         }
         out
     }

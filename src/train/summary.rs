@@ -112,6 +112,17 @@ pub fn run_summary(result: &FitResult, monitor: Monitor, restore_best: bool) -> 
                  or check that features are scaled (--scale standard)"
             )
         }
+        StopReason::Interrupted {
+            epochs_completed,
+            batches_done: 0,
+        } => format!("interrupted after epoch {epochs_completed}"),
+        StopReason::Interrupted {
+            epochs_completed,
+            batches_done,
+        } => format!(
+            "interrupted after batch {batches_done} of epoch {}",
+            epochs_completed + 1
+        ),
     };
     let _ = writeln!(out, "Stopped: {reason}.");
     let kept = if result.saved_epoch == 0 {
