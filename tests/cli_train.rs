@@ -322,6 +322,15 @@ fn invalid_options_are_clear_errors() {
         (&["--optimizer", "adam", "--momentum", "0.9"], "--momentum"),
         (&["--optimizer", "sgd", "--nesterov"], "--nesterov"),
         (&["--threads", "100000"], "invalid --threads 100000"),
+        (
+            &["--patience", "-1"],
+            "expected a whole number of at least 0, got '-1'",
+        ),
+        (&["--epochs", "-3"], "'--epochs <EPOCHS>'"),
+        (&["--batch-size", "x"], "got 'x'"),
+        (&["--seed", "-1"], "--seed"),
+        (&["--dropout", "-0.1"], "--dropout -0.1"),
+        (&["--verbose", "-1"], "--verbose"),
         (&["--data", "no/such/file.csv"], "no/such/file.csv"),
     ];
     for (args, needle) in cases {
@@ -422,6 +431,6 @@ fn split_counts_are_printed_as_used() {
     let stdout = text(&output.stdout);
     assert!(stdout.contains("training rows: 71"), "{stdout}");
     assert!(stdout.contains("validation rows: 29"), "{stdout}");
-    assert!(stdout.contains("1 batches"), "{stdout}");
+    assert!(stdout.contains("1 batch -"), "{stdout}");
     assert!(tmp.path().join("run/history.csv").is_file());
 }

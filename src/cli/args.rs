@@ -117,7 +117,12 @@ pub struct DataArgs {
 #[command(next_help_heading = "Model")]
 pub struct ModelArgs {
     /// Hidden layer sizes, comma-separated; an empty string trains a linear or logistic model.
-    #[arg(long, default_value = "128,64", value_name = "SIZES")]
+    #[arg(
+        long,
+        default_value = "128,64",
+        value_name = "SIZES",
+        allow_hyphen_values = true
+    )]
     pub layers: String,
     /// Activation of the hidden layers.
     #[arg(long, default_value = "relu",
@@ -128,7 +133,7 @@ pub struct ModelArgs {
     #[arg(long, value_parser = ["he", "glorot", "lecun"])]
     pub init: Option<String>,
     /// Dropout rate after each hidden layer, at least 0 and below 1.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub dropout: f32,
 }
 
@@ -202,19 +207,19 @@ fn parse_learning_rate(text: &str) -> Result<LearningRate, String> {
 #[command(next_help_heading = "Training")]
 pub struct FitArgs {
     /// Number of epochs.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = whole_number)]
     pub epochs: usize,
     /// Rows per batch; the last partial batch is used.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = whole_number)]
     pub batch_size: usize,
     /// Keep the training rows in file order instead of shuffling every epoch.
     #[arg(long)]
     pub no_shuffle: bool,
     /// Seed of initialisation, shuffling, splits and dropout [default: random, printed]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = seed_number)]
     pub seed: Option<u64>,
     /// Stop after this many epochs without improvement [default: no early stopping]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole_number)]
     pub patience: Option<usize>,
     /// Smallest change of the monitored quantity that counts as an improvement.
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
@@ -227,7 +232,7 @@ pub struct FitArgs {
     #[arg(long, default_value = "auto", value_parser = ["auto", "min", "max"])]
     pub mode: String,
     /// Ignore the first N epochs for early stopping and the best epoch.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = whole_number)]
     pub start_from_epoch: usize,
     /// Keep the last epoch's weights instead of the best epoch's.
     #[arg(long)]
@@ -236,10 +241,12 @@ pub struct FitArgs {
     #[arg(long)]
     pub no_diagnostics: bool,
     /// 0 silent, 1 progress bar per epoch, 2 one line per epoch.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=2))]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u8).range(0..=2))]
     pub verbose: u8,
     /// CPU threads [default: all cores]
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, hide_default_value = true, allow_negative_numbers = true,
+          value_parser = whole_number)]
     pub threads: usize,
     /// Device: auto (a GPU when one works, else the CPU), cpu, cuda or cuda:N (GPU number N).
     #[arg(long, default_value = "auto")]
@@ -273,7 +280,7 @@ pub struct RunControlArgs {
     pub initial_model: Option<PathBuf>,
     /// Also write a checkpoint every N batches; one is always written at the end of every
     /// epoch, into RUN/checkpoints/.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = whole_number)]
     pub checkpoint_every: Option<usize>,
     /// Keep the best epoch's model in RUN/checkpoints/best/ while training runs.
     #[arg(long)]
@@ -314,4 +321,21 @@ pub struct RunControlArgs {
     /// Length of the cosine decay of --lr-schedule cosine [default: --epochs]
     #[arg(long, value_name = "EPOCHS")]
     pub lr_cosine_epochs: Option<usize>,
+}
+
+/// Parses a count option, naming the accepted range in the error.
+fn whole_number(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("expected a whole number of at least 0, got '{text}'"))
+}
+
+/// Parses `--seed`.
+fn seed_number(text: &str) -> Result<u64, String> {
+    text.trim().parse::<u64>().map_err(|_| {
+        format!(
+            "expected a whole number from 0 to {}, got '{text}'",
+            u64::MAX
+        )
+    })
 }

@@ -41,8 +41,23 @@ pub fn check_out(out: Option<&Path>) -> Result<OutDir> {
     Ok(OutDir::Given(dir.to_path_buf()))
 }
 
-/// Creates the run directory and returns its path.
+/// Creates the run directory, checks that files can be written into it, and returns its
+/// path, so an unwritable directory fails before training rather than after it.
 pub fn create(out: OutDir) -> Result<PathBuf> {
+    let dir = create_dir(out)?;
+    let probe = dir.join(".densetrain-write-check");
+    fs::write(&probe, b"")
+        .and_then(|()| fs::remove_file(&probe))
+        .with_context(|| {
+            format!(
+                "{}: the run directory is not writable; choose another --out",
+                dir.display()
+            )
+        })?;
+    Ok(dir)
+}
+
+fn create_dir(out: OutDir) -> Result<PathBuf> {
     match out {
         OutDir::Existing(dir) => Ok(dir),
         OutDir::Given(dir) => {

@@ -45,6 +45,12 @@ pub fn data_config(args: &DataArgs, seed: u64) -> Result<DataConfig> {
         "stratified" => SplitRule::Stratified,
         _ => SplitRule::Tail,
     };
+    if split == 0.0 && rule != SplitRule::Tail {
+        log::warn!(
+            "--split {} has no effect: --validation-split 0 turns validation off",
+            args.split
+        );
+    }
     if args.validation_data.is_some() && (split != 0.2 || rule != SplitRule::Tail) {
         bail!(
             "--validation-data replaces the split: drop --validation-split and --split, \

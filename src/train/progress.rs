@@ -92,8 +92,14 @@ impl Progress {
     fn epoch_line(&self, r: &EpochRecord, batches: usize) -> String {
         let ms_per_step = 1000.0 * r.seconds / batches.max(1) as f64;
         let mut line = format!(
-            "Epoch {}/{} - {batches} batches - {:.2}s - {ms_per_step:.2}ms/step - loss: {:.4} - {}: {:.4}",
-            r.epoch, self.epochs, r.seconds, r.loss, self.metric_name, r.metric
+            "Epoch {}/{} - {batches} batch{} - {:.2}s - {ms_per_step:.2}ms/step - loss: {:.4} - {}: {:.4}",
+            r.epoch,
+            self.epochs,
+            if batches == 1 { "" } else { "es" },
+            r.seconds,
+            r.loss,
+            self.metric_name,
+            r.metric
         );
         if let (Some(vl), Some(vm)) = (r.val_loss, r.val_metric) {
             line.push_str(&format!(

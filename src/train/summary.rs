@@ -34,8 +34,11 @@ pub fn model_summary(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Model: {} inputs, {} outputs, {output_act} output with {loss} loss",
-        spec.inputs, spec.outputs
+        "Model: {} input{}, {} output{}, {output_act} output with {loss} loss",
+        spec.inputs,
+        if spec.inputs == 1 { "" } else { "s" },
+        spec.outputs,
+        if spec.outputs == 1 { "" } else { "s" }
     );
     let _ = writeln!(
         out,
@@ -81,13 +84,21 @@ pub fn run_summary(result: &FitResult, monitor: Monitor, restore_best: bool) -> 
     let mut out = String::new();
     let epochs = result.history.epochs.len();
     let per_epoch = result.train_seconds / epochs.max(1) as f64;
-    let _ = writeln!(
-        out,
-        "Trained {epochs} epoch{} in {:.2}s ({per_epoch:.3} s/epoch, {} samples/s).",
-        if epochs == 1 { "" } else { "s" },
-        result.train_seconds,
-        thousands(result.samples_per_second.round() as usize)
-    );
+    if epochs == 0 {
+        let _ = writeln!(
+            out,
+            "Trained no complete epoch ({:.2}s before stopping).",
+            result.train_seconds
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Trained {epochs} epoch{} in {:.2}s ({per_epoch:.3} s/epoch, {} samples/s).",
+            if epochs == 1 { "" } else { "s" },
+            result.train_seconds,
+            thousands(result.samples_per_second.round() as usize)
+        );
+    }
     let best_text = match (result.best_epoch, result.best_value) {
         (Some(e), Some(v)) => format!("epoch {e} ({monitor} {v:.4})"),
         _ => "none".to_string(),
