@@ -434,3 +434,52 @@ fn split_counts_are_printed_as_used() {
     assert!(stdout.contains("1 batch -"), "{stdout}");
     assert!(tmp.path().join("run/history.csv").is_file());
 }
+
+#[test]
+fn evaluate_test_writes_test_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = tmp.path().join("idx");
+    fs::create_dir(&idx).unwrap();
+    let tiny = data("cases").join("idx-compression");
+    for (from, to) in [
+        ("tiny-images-idx3-ubyte", "train-images-idx3-ubyte"),
+        ("tiny-labels-idx1-ubyte", "train-labels-idx1-ubyte"),
+        ("tiny-images-idx3-ubyte", "t10k-images-idx3-ubyte"),
+        ("tiny-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"),
+    ] {
+        fs::copy(tiny.join(from), idx.join(to)).unwrap();
+    }
+    let out = tmp.path().join("run");
+    let output = run_in(
+        tmp.path(),
+        &[
+            "train",
+            "--data",
+            idx.to_str().unwrap(),
+            "--validation-split",
+            "0",
+            "--epochs",
+            "2",
+            "--seed",
+            "1",
+            "--evaluate-test",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&output);
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("Test (3 rows)"), "{stdout}");
+    let scores = fs::read_to_string(out.join("test.csv")).unwrap();
+    let mut lines = scores.lines();
+    assert_eq!(lines.next(), Some("rows,loss,accuracy"));
+    let values: Vec<f64> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(values[0], 3.0);
+    assert!(values[1].is_finite() && values[1] > 0.0, "{scores}");
+    assert!((0.0..=1.0).contains(&values[2]), "{scores}");
+}

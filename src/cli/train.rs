@@ -250,6 +250,11 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
             "Test ({} rows): loss {:.4} - {metric} {:.4}",
             test.rows, scores.loss, scores.metric
         );
+        let csv = format!(
+            "rows,loss,{metric}\n{},{},{}\n",
+            test.rows, scores.loss, scores.metric
+        );
+        file::write_atomic(&out_dir.join("test.csv"), csv.as_bytes())?;
     } else if args.data.evaluate_test {
         log::warn!("--evaluate-test: this data source has no test files; nothing was scored");
     }
