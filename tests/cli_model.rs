@@ -330,6 +330,30 @@ fn predict_output_file_is_never_overwritten_without_force() {
 }
 
 #[test]
+fn predict_never_overwrites_its_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    train_iris(tmp.path(), "30", "16", &[]);
+    let input = tmp.path().join("input.csv");
+    fs::copy(data("iris.csv"), &input).unwrap();
+    let before = fs::read(&input).unwrap();
+    let output = run(
+        tmp.path(),
+        &[
+            "predict",
+            "--model",
+            "iris",
+            "--data",
+            "input.csv",
+            "--output",
+            "./input.csv",
+            "--force",
+        ],
+    );
+    assert_error(&output, "that is the input file");
+    assert_eq!(fs::read(&input).unwrap(), before);
+}
+
+#[test]
 fn predict_regression_writes_values_in_target_units() {
     let tmp = tempfile::tempdir().unwrap();
     let output = run(

@@ -53,6 +53,16 @@ pub fn run(args: &PredictArgs) -> Result<Outcome> {
     }
     if let Some(path) = &args.output {
         check_output(path, args.force)?;
+        let inputs = [args.data.as_ref().map(PathBuf::from), args.images.clone()];
+        for input in inputs.iter().flatten() {
+            if same_file(path, input) {
+                bail!(
+                    "--output {}: that is the input file; writing predictions there would \
+                     destroy the data, so choose another name",
+                    path.display()
+                );
+            }
+        }
     }
     let (metadata, params) = file::load(&args.model)?;
     let preprocessor = &metadata.preprocessing;
@@ -232,4 +242,12 @@ fn encode_images(preprocessor: &Preprocessor, path: &Path) -> Result<Dataset> {
         rows: count,
         cols: h * w,
     })
+}
+
+/// Whether two paths name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }

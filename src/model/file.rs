@@ -190,11 +190,20 @@ fn read_tensor(
             view.shape()
         );
     }
-    Ok(view
+    let values: Vec<f32> = view
         .data()
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+        .collect();
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: tensor '{name}' holds a non-finite value ({}) at index {index}; \
+             the file is damaged or the model diverged, so retrain it",
+            origin.display(),
+            values[index]
+        );
+    }
+    Ok(values)
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -219,6 +228,16 @@ pub fn load(path: &Path) -> Result<(ModelMetadata, Params)> {
     let dir = if path.is_dir() {
         path.to_path_buf()
     } else {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name != METADATA_FILE && name != WEIGHTS_FILE {
+            bail!(
+                "{}: not a model; give a run directory, or its {METADATA_FILE} or {WEIGHTS_FILE}",
+                path.display()
+            );
+        }
         path.parent().map(Path::to_path_buf).unwrap_or_default()
     };
     let json_path = dir.join(METADATA_FILE);
@@ -291,6 +310,27 @@ mod tests {
         assert_eq!(parsed.tensor("layers.1.bias").unwrap().shape(), &[2]);
         let back = weights_from_safetensors(&bytes, &spec(), Path::new("m")).unwrap();
         assert_eq!(back, params());
+    }
+
+    #[test]
+    fn non_finite_weight_is_an_error() {
+        let mut broken = params();
+        broken.layers[1].w[3] = f32::NAN;
+        let bytes = weights_to_safetensors(&broken).unwrap();
+        let err = weights_from_safetensors(&bytes, &spec(), Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layers.1.weight"), "{err}");
+        assert!(err.contains("index 3"), "{err}");
+    }
+
+    #[test]
+    fn other_file_is_not_a_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("history.csv");
+        fs::write(&other, "epoch\n").unwrap();
+        let err = load(&other).unwrap_err().to_string();
+        assert!(err.contains("not a model"), "{err}");
     }
 
     #[test]
