@@ -177,9 +177,12 @@ fn axis_range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
         return if log { (0.1, 10.0) } else { (0.0, 1.0) };
     }
     if log {
-        if high / low < 1.5 {
-            low /= 1.25;
-            high *= 1.25;
+        if high / low < 10.0 {
+            // Span at least a decade, so the axis holds a tick at 1, 2 or 5 times a power
+            // of ten, the only ticks that get a label.
+            let widen = (10.0 / (high / low)).sqrt();
+            low /= widen;
+            high *= widen;
         } else {
             let margin = (high / low).powf(0.03);
             low /= margin;

@@ -297,24 +297,19 @@ pub fn figure(rows: &[SweepRow], loss_unit: &str) -> Figure {
             style: LineStyle::Solid,
         })
         .collect();
-    let mut by_size: Vec<(f64, f64)> = rows
-        .iter()
-        .map(|r| (r.parameters as f64, r.best_val_loss))
-        .collect();
-    by_size.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
     let points = rows.iter().enumerate().map(|(i, r)| Series {
-        name: crate::train::summary::thousands(r.parameters),
+        name: format!(
+            "{} ({} parameters)",
+            r.case.label(),
+            crate::train::summary::thousands(r.parameters)
+        ),
         points: vec![(r.parameters as f64, r.best_val_loss)],
         color: i,
         style: LineStyle::Points,
     });
-    let mut capacity_series = vec![Series {
-        name: "best validation loss".to_string(),
-        points: by_size,
-        color: 7,
-        style: LineStyle::Faint,
-    }];
-    capacity_series.extend(points);
+    // No line joins the points: rows differ in activation and optimizer too, so a line
+    // through them would suggest a trend in size alone.
+    let capacity_series: Vec<Series> = points.collect();
     Figure {
         title: "Capacity sweep".to_string(),
         panels: vec![
