@@ -28,12 +28,13 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/densetrain"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 echo "== densetrain ($threads threads, $epochs epochs)"
 /usr/bin/time -f "peak_rss_kib %M" -o "$out/dt.time" \
-    taskset -c "$cores" target/release/densetrain train --data fashion-mnist \
+    taskset -c "$cores" "$bin" train --data fashion-mnist \
     --layers 256,128 --batch-size 128 --epochs "$epochs" --validation-split 0.1 \
     --optimizer adam --seed 1 --threads "$threads" --verbose 2 --evaluate-test \
     --out "$out/run" | tee "$out/dt.log"

@@ -1,7 +1,7 @@
 """Train the benchmark model with JAX on the same data and split as densetrain.
 
-Model 784-256-128-10 with ReLU (He uniform init, zero biases), softmax
-cross-entropy, Adam with Keras's defaults (lr 1e-3, beta1 0.9, beta2 0.999,
+Model 784-256-128-10 (hidden widths set by --layers) with ReLU (He uniform
+init, zero biases), softmax cross-entropy, Adam with Keras's defaults (lr 1e-3, beta1 0.9, beta2 0.999,
 epsilon 1e-7 added to sqrt(v) with the bias correction folded into the step),
 batch 128, rows shuffled every epoch, last 10% of the training file held out
 (the Keras tail split). One jitted function per training step.
@@ -41,6 +41,9 @@ def main():
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--layers", default="256,128", help="hidden layer widths, comma-separated"
+    )
     args = parser.parse_args()
 
     import jax
@@ -52,7 +55,7 @@ def main():
     x_train, y_train = x[:n_train], y[:n_train]
     x_val, y_val = x[n_train:], y[n_train:]
 
-    sizes = [784, 256, 128, 10]
+    sizes = [784] + [int(units) for units in args.layers.split(",")] + [10]
     key = jax.random.PRNGKey(args.seed)
     params = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
