@@ -480,6 +480,7 @@ fn evaluate_test_writes_test_scores() {
         .map(|v| v.parse().unwrap())
         .collect();
     assert_eq!(values[0], 3.0);
-    assert!(values[1].is_finite() && values[1] > 0.0, "{scores}");
+    assert!(values[1].is_finite(), "{scores}");
+    assert!(values[1] > 0.0, "{scores}");
     assert!((0.0..=1.0).contains(&values[2]), "{scores}");
 }

@@ -8,8 +8,9 @@
 //! slots in beside [`cpu::Cpu`]. Rules an implementation keeps:
 //! - every scalar the loop needs (loss sums, accuracy counts, the non-finite
 //!   flag) lives in a [`Backend::Stats`] on the device and is read back only by
-//!   [`Backend::read_stats`], which the loop calls at most once per progress
-//!   update;
+//!   [`Backend::read_stats`]. The fit loop calls it at most once per progress
+//!   update plus once per epoch (the learning-rate range test reads it every
+//!   step, because it needs each step's loss);
 //! - [`Backend::optimizer_step`] does nothing once the non-finite flag of its
 //!   `stats` is raised, so the weights stay as they were before the first bad
 //!   batch without a host round trip.
@@ -125,7 +126,7 @@ pub trait Backend {
 
     /// Gathers rows: `dst[r, :] = src[idx[start + r], :]` for `r` in `0..count`.
     ///
-    /// `src` is `[rows, cols]`, `dst` holds at least `count * cols` values.
+    /// `src` is `[rows, cols]`, and `dst` has room for at least `count * cols` values.
     fn gather_rows(
         &self,
         src: &Self::Buf,
@@ -220,7 +221,7 @@ pub trait Backend {
 
     /// Updates one parameter tensor in place with one fused pass.
     ///
-    /// `slots` holds the optimizer state the rule needs
+    /// `slots` contains the optimizer state the rule needs
     /// ([`UpdateRule::slot_count`] buffers, each the length of `param`).
     /// `grad_scale[0]`, when given, multiplies the gradient first. Skips the
     /// update when `stats` carries the non-finite flag. Adds the L2 penalty of

@@ -118,7 +118,7 @@ pub struct EarlyStoppingConfig {
     pub restore_best_weights: bool,
 }
 
-/// What the tracker decided after one epoch.
+/// Decision of the tracker after one epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// The epoch is the new best.

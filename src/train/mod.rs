@@ -1,8 +1,8 @@
 //! The fit loop: batches, validation, early stopping, best weights, history.
 //!
-//! The loop is written once against [`Backend`]; it never learns which device
-//! it runs on. Reported training loss and metric are running means over the
-//! epoch's batches (as Keras prints them); validation metrics are computed
+//! The loop is written once against [`Backend`], so it never learns which
+//! device it runs on. Reported training loss and metric are running means over
+//! the epoch's batches, as Keras prints them. Validation metrics are computed
 //! after the epoch with the epoch's final weights.
 
 pub mod checkpoint;
@@ -110,7 +110,7 @@ impl Units {
     }
 }
 
-/// Where a non-finite value stopped training.
+/// Location of the non-finite value that stopped training.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NonFinite {
     /// Epoch (from 1).
@@ -121,7 +121,7 @@ pub struct NonFinite {
     pub layer: Option<usize>,
 }
 
-/// Why training ended.
+/// Reason training ended.
 #[derive(Clone, Debug, PartialEq)]
 pub enum StopReason {
     /// All requested epochs ran.
