@@ -190,7 +190,9 @@ fn check_layout(cpu: &Cpu, n: usize, i: usize, o: usize, seed: u64) {
 #[test]
 fn dense_layout_matches_naive_on_non_square_shapes() {
     // Batch of one, the fixture's shape, inner dimension 1, an MNIST output
-    // layer, odd sizes, and a product large enough to be split across threads.
+    // layer, odd sizes, a product split across threads by output columns
+    // (ragged last part), and one past that size, which the gemm crate
+    // splits itself.
     let shapes = [
         (1, 3, 4),
         (2, 3, 4),
@@ -198,6 +200,7 @@ fn dense_layout_matches_naive_on_non_square_shapes() {
         (3, 784, 10),
         (33, 17, 65),
         (64, 300, 100),
+        (260, 520, 260),
     ];
     for threads in [1, 2] {
         let cpu = cpu(threads);

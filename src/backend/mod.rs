@@ -92,6 +92,11 @@ pub trait Backend {
     fn zeros(&self, len: usize) -> Result<Self::Buf>;
     /// Copies host values into a new buffer.
     fn upload(&self, host: &[f32]) -> Result<Self::Buf>;
+    /// Moves host values into a new buffer. A backend whose buffers live in
+    /// host memory keeps the vector itself, so large data is never held twice.
+    fn upload_vec(&self, host: Vec<f32>) -> Result<Self::Buf> {
+        self.upload(&host)
+    }
     /// Copies host values into an existing buffer of the same length.
     fn write(&self, host: &[f32], dst: &mut Self::Buf) -> Result<()>;
     /// Copies a buffer to the host.

@@ -230,6 +230,10 @@ impl Backend for SelectedBackend {
         dispatch!(self, b, v => Ok(v!(wrap b.upload(host)?)))
     }
 
+    fn upload_vec(&self, host: Vec<f32>) -> Result<SelectedBuf> {
+        dispatch!(self, b, v => Ok(v!(wrap b.upload_vec(host)?)))
+    }
+
     fn write(&self, host: &[f32], dst: &mut SelectedBuf) -> Result<()> {
         dispatch!(self, b, v => b.write(host, v!(buf dst)))
     }

@@ -39,7 +39,7 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         None => rundir::check_out(args.fit.out.as_deref())?,
     };
 
-    let (prepared, initial_model) =
+    let (mut prepared, initial_model) =
         fine_tune::prepare_data(&data_config, args.control.initial_model.as_deref())?;
     if let Some(r) = &resumed {
         r.record.check_data(&prepared)?;
@@ -207,7 +207,8 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
         &backend,
         &spec,
         &initial,
-        &prepared.train,
+        // By value: the CPU backend trains on these rows in place.
+        std::mem::take(&mut prepared.train),
         prepared.validation.as_ref(),
         units,
         &fit_config,

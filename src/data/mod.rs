@@ -15,6 +15,7 @@ pub mod table;
 
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 pub use preprocess::Preprocessor;
@@ -208,6 +209,20 @@ pub struct Dataset {
     pub rows: usize,
     /// Number of feature columns after encoding.
     pub cols: usize,
+}
+
+/// Lets [`fit`](crate::train::fit) take a dataset by value, so a CPU
+/// backend trains on it in place instead of holding a copy.
+impl From<Dataset> for Cow<'_, Dataset> {
+    fn from(data: Dataset) -> Self {
+        Cow::Owned(data)
+    }
+}
+
+impl<'a> From<&'a Dataset> for Cow<'a, Dataset> {
+    fn from(data: &'a Dataset) -> Self {
+        Cow::Borrowed(data)
+    }
 }
 
 impl Dataset {

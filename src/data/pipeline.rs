@@ -314,6 +314,8 @@ fn prepare_images(
         ));
         Some(data)
     };
+    // The raw pixels are encoded; free them before the test files are read.
+    drop(images);
 
     let mut warnings = Vec::new();
     let train_counts = split::class_counts(&labels, &train_rows, names.len());

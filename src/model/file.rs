@@ -11,8 +11,10 @@ use crate::data::Preprocessor;
 use crate::model::{LayerParams, ModelSpec, Params};
 use crate::optim::OptimizerConfig;
 use anyhow::{Context, Result, bail};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors, View};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -115,30 +117,93 @@ pub fn commit_temporary(tmp: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Serialises the weights in the safetensors layout described in the module docs.
-pub fn weights_to_safetensors(params: &Params) -> Result<Vec<u8>> {
-    let mut bytes: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+/// A borrowed f32 tensor that safetensors writes straight from its values.
+pub(crate) struct F32Tensor<'a> {
+    values: &'a [f32],
+    shape: Vec<usize>,
+}
+
+impl View for F32Tensor<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            // SAFETY: f32 has no padding bytes, u8 has alignment 1, and the
+            // slice covers exactly the bytes of `values`, which outlive it.
+            Cow::Borrowed(unsafe {
+                std::slice::from_raw_parts(
+                    self.values.as_ptr().cast::<u8>(),
+                    std::mem::size_of_val(self.values),
+                )
+            })
+        } else {
+            Cow::Owned(f32_bytes(self.values))
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        std::mem::size_of_val(self.values)
+    }
+}
+
+/// Named tensors of a safetensors file, borrowed from the values they hold.
+pub(crate) type NamedTensors<'a> = Vec<(String, F32Tensor<'a>)>;
+
+/// Appends `{prefix}layers.{i}.weight` (`[out, in]`) and `{prefix}layers.{i}.bias` of every layer.
+pub(crate) fn push_layer_tensors<'a>(out: &mut NamedTensors<'a>, prefix: &str, params: &'a Params) {
     for (i, layer) in params.layers.iter().enumerate() {
-        bytes.push((
-            format!("layers.{i}.weight"),
-            f32_bytes(&layer.w),
-            vec![layer.outputs, layer.inputs],
+        out.push((
+            format!("{prefix}layers.{i}.weight"),
+            F32Tensor {
+                values: &layer.w,
+                shape: vec![layer.outputs, layer.inputs],
+            },
         ));
-        bytes.push((
-            format!("layers.{i}.bias"),
-            f32_bytes(&layer.b),
-            vec![layer.outputs],
+        out.push((
+            format!("{prefix}layers.{i}.bias"),
+            F32Tensor {
+                values: &layer.b,
+                shape: vec![layer.outputs],
+            },
         ));
     }
-    let views = bytes
-        .iter()
-        .map(|(name, data, shape)| {
-            TensorView::new(Dtype::F32, shape.clone(), data)
-                .map(|view| (name.clone(), view))
-                .context("failed to lay out a weight tensor")
-        })
-        .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, None).context("failed to serialise the weights")
+}
+
+/// Appends a one-dimensional tensor.
+pub(crate) fn push_vector<'a>(out: &mut NamedTensors<'a>, name: String, values: &'a [f32]) {
+    let shape = vec![values.len()];
+    out.push((name, F32Tensor { values, shape }));
+}
+
+/// Writes `tensors` as a safetensors file at `path` without first building
+/// the whole file in memory, with the crash guarantee of [`write_atomic`].
+pub(crate) fn write_safetensors_atomic(
+    path: &Path,
+    tensors: NamedTensors<'_>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let tmp = temporary_path(path)?;
+    let result = safetensors::serialize_to_file(tensors, metadata, &tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|()| Ok(fs::File::open(&tmp)?.sync_all()?));
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("failed to write {}", path.display()));
+    }
+    commit_temporary(&tmp, path)
+}
+
+/// Serialises the weights in the safetensors layout described in the module docs.
+pub fn weights_to_safetensors(params: &Params) -> Result<Vec<u8>> {
+    let mut tensors = NamedTensors::new();
+    push_layer_tensors(&mut tensors, "", params);
+    safetensors::serialize(tensors, None).context("failed to serialise the weights")
 }
 
 /// Reads weights for `spec` from safetensors bytes, checking every name and shape.
@@ -212,7 +277,9 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 
 /// Writes model.safetensors and model.json into `dir`.
 pub fn save(dir: &Path, metadata: &ModelMetadata, params: &Params) -> Result<()> {
-    write_atomic(&dir.join(WEIGHTS_FILE), &weights_to_safetensors(params)?)?;
+    let mut tensors = NamedTensors::new();
+    push_layer_tensors(&mut tensors, "", params);
+    write_safetensors_atomic(&dir.join(WEIGHTS_FILE), tensors, None)?;
     let json = serde_json::to_string_pretty(metadata).context("failed to encode model.json")?;
     write_atomic(&dir.join(METADATA_FILE), json.as_bytes())
 }

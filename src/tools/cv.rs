@@ -217,11 +217,12 @@ pub fn cross_validate<B: Backend>(
             let classes = preprocessor.class_names().map_or(0, <[String]>::len);
             fold_fit.class_weights = Some(crate::data::balanced_class_weights(&train, classes));
         }
+        let train_rows = train.rows;
         let result = train::fit(
             backend,
             spec,
             &initial,
-            &train,
+            train,
             validation.as_ref(),
             units,
             &fold_fit,
@@ -231,7 +232,7 @@ pub fn cross_validate<B: Backend>(
         let scores = train::evaluate(backend, &mut net, &held_out, classification, units)?;
         let fold = FoldResult {
             fold: index + 1,
-            train_rows: train.rows,
+            train_rows,
             validation_rows: validation.as_ref().map_or(0, |v| v.rows),
             held_out_rows: held_out.rows,
             scores,

@@ -17,13 +17,14 @@
 
 use crate::backend::StatsValues;
 use crate::data::Dataset;
+use crate::model::file::{NamedTensors, push_layer_tensors, push_vector, write_safetensors_atomic};
 use crate::model::{LayerParams, ModelSpec, Params};
 use crate::optim::OptimizerConfig;
 use crate::train::early_stopping::EarlyStoppingState;
 use crate::train::history::EpochRecord;
 use crate::train::schedule::LrSnapshot;
 use anyhow::{Context, Result, bail};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -147,25 +148,26 @@ pub enum CheckpointKind {
 
 /// Serialises `checkpoint` with the caller's `run` metadata (JSON).
 pub fn encode(checkpoint: &Checkpoint, run: &serde_json::Value) -> Result<Vec<u8>> {
-    let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
-    push_params(&mut tensors, "weights", &checkpoint.params);
-    push_params(&mut tensors, "best", &checkpoint.best);
-    push_params(&mut tensors, "last_epoch", &checkpoint.last_epoch);
+    safetensors::serialize(tensors_of(checkpoint), Some(metadata_of(checkpoint, run)?))
+        .context("failed to serialise the checkpoint")
+}
+
+/// Lists the tensors of a checkpoint, borrowed from it.
+fn tensors_of(checkpoint: &Checkpoint) -> NamedTensors<'_> {
+    let mut tensors = NamedTensors::new();
+    push_layer_tensors(&mut tensors, "weights.", &checkpoint.params);
+    push_layer_tensors(&mut tensors, "best.", &checkpoint.best);
+    push_layer_tensors(&mut tensors, "last_epoch.", &checkpoint.last_epoch);
     for (k, buffer) in checkpoint.optimizer_state.iter().enumerate() {
-        tensors.push((
-            format!("optimizer.{k}"),
-            f32_bytes(buffer),
-            vec![buffer.len()],
-        ));
+        push_vector(&mut tensors, format!("optimizer.{k}"), buffer);
     }
-    let views = tensors
-        .iter()
-        .map(|(name, data, shape)| {
-            TensorView::new(Dtype::F32, shape.clone(), data)
-                .map(|view| (name.clone(), view))
-                .context("failed to lay out a checkpoint tensor")
-        })
-        .collect::<Result<Vec<_>>>()?;
+    tensors
+}
+
+fn metadata_of(
+    checkpoint: &Checkpoint,
+    run: &serde_json::Value,
+) -> Result<HashMap<String, String>> {
     let mut metadata = HashMap::new();
     metadata.insert("format".to_string(), FORMAT.to_string());
     metadata.insert("version".to_string(), VERSION.to_string());
@@ -174,7 +176,7 @@ pub fn encode(checkpoint: &Checkpoint, run: &serde_json::Value) -> Result<Vec<u8
         serde_json::to_string(&checkpoint.state).context("failed to encode the training state")?,
     );
     metadata.insert("run".to_string(), run.to_string());
-    safetensors::serialize(views, Some(metadata)).context("failed to serialise the checkpoint")
+    Ok(metadata)
 }
 
 /// Reads a checkpoint and its `run` metadata from `bytes` read from `origin`.
@@ -257,8 +259,8 @@ pub fn read(path: &Path) -> Result<(Checkpoint, serde_json::Value)> {
 
 /// Writes `checkpoint` to `path` atomically (a flushed temporary file, then a rename).
 pub fn write(path: &Path, checkpoint: &Checkpoint, run: &serde_json::Value) -> Result<()> {
-    let bytes = encode(checkpoint, run)?;
-    crate::model::file::write_atomic(path, &bytes)
+    let metadata = metadata_of(checkpoint, run)?;
+    write_safetensors_atomic(path, tensors_of(checkpoint), Some(metadata))
         .with_context(|| format!("failed to write the checkpoint {}", path.display()))
 }
 
@@ -281,25 +283,6 @@ pub fn data_fingerprint(parts: &[&Dataset]) -> String {
         }
     }
     format!("{hash:016x}")
-}
-
-fn push_params(out: &mut Vec<(String, Vec<u8>, Vec<usize>)>, prefix: &str, params: &Params) {
-    for (i, layer) in params.layers.iter().enumerate() {
-        out.push((
-            format!("{prefix}.layers.{i}.weight"),
-            f32_bytes(&layer.w),
-            vec![layer.outputs, layer.inputs],
-        ));
-        out.push((
-            format!("{prefix}.layers.{i}.bias"),
-            f32_bytes(&layer.b),
-            vec![layer.outputs],
-        ));
-    }
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn f32_values(bytes: &[u8]) -> Vec<f32> {

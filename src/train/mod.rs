@@ -21,6 +21,7 @@ use crate::optim::OptimizerConfig;
 use crate::rng;
 use crate::tools::diagnostics::{Diagnostics, DiagnosticsReport};
 use anyhow::{Context, Result, bail};
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -193,7 +194,31 @@ struct DeviceData<B: Backend> {
     identity: B::Idx,
 }
 
+/// Rows and columns of a data part whose values live on the device.
+#[derive(Clone, Copy)]
+struct DataShape {
+    rows: usize,
+    cols: usize,
+}
+
 impl<B: Backend> DeviceData<B> {
+    /// Uploads `data`, moving its vectors into the device buffers when it is owned.
+    fn upload_cow(backend: &B, data: Cow<'_, Dataset>) -> Result<Self> {
+        match data {
+            Cow::Borrowed(data) => Self::upload(backend, data),
+            Cow::Owned(data) => {
+                let identity: Vec<u32> = (0..data.rows as u32).collect();
+                Ok(Self {
+                    x: backend.upload_vec(data.x)?,
+                    y: backend.upload_vec(data.y)?,
+                    rows: data.rows,
+                    cols: data.cols,
+                    identity: backend.upload_idx(&identity)?,
+                })
+            }
+        }
+    }
+
     fn upload(backend: &B, data: &Dataset) -> Result<Self> {
         let identity: Vec<u32> = (0..data.rows as u32).collect();
         Ok(Self {
@@ -309,11 +334,14 @@ pub fn batch_capacity(batch_size: usize, train_rows: usize, validation_rows: usi
 ///
 /// Prints progress according to `config.verbose` and returns the history and
 /// the final weights (the best epoch's when `restore_best_weights` is set).
-pub fn fit<B: Backend>(
+/// `train` is a `&Dataset` or a `Dataset`. Given by value, it is moved into
+/// the buffers of a backend that keeps them in host memory (the CPU), so the
+/// rows are never held twice.
+pub fn fit<'a, B: Backend>(
     backend: &B,
     spec: &ModelSpec,
     initial: &Params,
-    train: &Dataset,
+    train: impl Into<Cow<'a, Dataset>>,
     validation: Option<&Dataset>,
     units: Units,
     config: &FitConfig,
@@ -336,17 +364,18 @@ pub fn fit<B: Backend>(
 /// [`StopReason::Interrupted`] and the weights of the last completed epoch
 /// (or the best one's).
 #[allow(clippy::too_many_arguments)]
-pub fn fit_with<B: Backend>(
+pub fn fit_with<'a, B: Backend>(
     backend: &B,
     spec: &ModelSpec,
     initial: &Params,
-    train: &Dataset,
+    train: impl Into<Cow<'a, Dataset>>,
     validation: Option<&Dataset>,
     units: Units,
     config: &FitConfig,
     mut control: RunControl<'_>,
 ) -> Result<FitResult> {
-    validate(config, train, validation)?;
+    let train = train.into();
+    validate(config, &train, validation)?;
     let classification = spec.loss != crate::backend::LossKind::MeanSquaredError;
     let metric_name = if classification { "accuracy" } else { "mae" };
     let batch_size = config.batch_size.min(train.rows);
@@ -357,7 +386,11 @@ pub fn fit_with<B: Backend>(
     );
     let mut net = Network::new(backend, spec, initial, &config.optimizer, max_rows)
         .context("failed to set up the network on the device")?;
-    let train_dev = DeviceData::upload(backend, train)?;
+    let train_dev = DeviceData::upload_cow(backend, train)?;
+    let train = DataShape {
+        rows: train_dev.rows,
+        cols: train_dev.cols,
+    };
     let val_dev = validation
         .map(|v| DeviceData::upload(backend, v))
         .transpose()?;
