@@ -9,42 +9,14 @@ batch 128, rows shuffled every epoch, last 10% of the training file held out
 Prints one line per epoch and a final `RESULT` line that epoch_bench.sh reads.
 """
 
-import argparse
-import gzip
-import os
-import struct
 import time
 
 import numpy as np
-
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load(directory, prefix):
-    images = read_idx(os.path.join(directory, f"{prefix}-images-idx3-ubyte.gz"))
-    labels = read_idx(os.path.join(directory, f"{prefix}-labels-idx1-ubyte.gz"))
-    x = images.reshape(len(images), -1).astype(np.float32) / 255.0
-    return x, labels.astype(np.int32)
+from peer_common import cpu_peer_args, load, print_result
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--layers", default="256,128", help="hidden layer widths, comma-separated"
-    )
-    args = parser.parse_args()
+    args = cpu_peer_args()
 
     import jax
     import jax.numpy as jnp
@@ -113,12 +85,7 @@ def main():
         val_acc = float(accuracy(params, jnp.asarray(x_val), jnp.asarray(y_val)))
         print(f"epoch {epoch} {seconds:.3f}s loss {float(loss):.4f} val_accuracy {val_acc:.4f}")
     test_acc = float(accuracy(params, jnp.asarray(x_test), jnp.asarray(y_test)))
-    seconds = sorted(epoch_seconds)
-    print(
-        f"RESULT jax median_epoch_s {seconds[len(seconds) // 2]:.3f} "
-        f"min {seconds[0]:.3f} max {seconds[-1]:.3f} "
-        f"samples_per_s {n_train / seconds[len(seconds) // 2]:.0f} test_accuracy {test_acc:.4f}"
-    )
+    print_result("jax", epoch_seconds, n_train, test_acc)
 
 
 if __name__ == "__main__":

@@ -18,37 +18,10 @@ Prints one line per epoch and a final `RESULT` line that gpu-check.sh reads.
 """
 
 import argparse
-import gzip
-import os
-import struct
 import time
 
 import numpy as np
-
-
-def read_idx(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def find(directory, prefix, kind):
-    for suffix in ("-ubyte.gz", "-ubyte"):
-        path = os.path.join(directory, f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}{suffix}")
-        if os.path.exists(path):
-            return path
-    raise SystemExit(f"error: no {prefix} {kind} IDX file in {directory}")
-
-
-def load(directory, prefix):
-    images = read_idx(find(directory, prefix, "images"))
-    labels = read_idx(find(directory, prefix, "labels"))
-    x = images.reshape(len(images), -1).astype(np.float32) / 255.0
-    return x, labels.astype(np.int64)
+from peer_common import load
 
 
 def main():
@@ -67,8 +40,8 @@ def main():
     torch.manual_seed(args.seed)
     device = torch.device("cuda")
 
-    x, y = load(args.data, "train")
-    x_test, y_test = load(args.data, "t10k")
+    x, y = load(args.data, "train", np.int64)
+    x_test, y_test = load(args.data, "t10k", np.int64)
     n_train = int(len(x) * 0.9)
     xd = torch.from_numpy(x[:n_train]).to(device)
     yd = torch.from_numpy(y[:n_train]).to(device)
