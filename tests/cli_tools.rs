@@ -100,6 +100,27 @@ fn lr_find_rejects_bad_ranges() {
     assert_error(&output, "--lr does not apply to lr-find");
 }
 
+#[test]
+fn option_errors_come_before_data_loading() {
+    // The data file has a ragged row, so its load error would be reported
+    // if the options were checked after loading.
+    let ragged = data("cases/csv-layout/ragged.csv");
+    let cases: [(&str, &[&str], &str); 5] = [
+        ("lr-find", &["--steps", "2"], "invalid --steps 2"),
+        ("lr-find", &["--end-lr", "-1"], "invalid --end-lr -1"),
+        ("cv", &["--folds", "1"], "invalid --folds 1"),
+        ("cv", &["--epochs", "0"], "invalid --epochs 0"),
+        ("sweep", &["--batch-size", "0"], "invalid --batch-size 0"),
+    ];
+    for (command, args, expected) in cases {
+        let mut all = vec!["--data", ragged.as_str()];
+        all.extend_from_slice(args);
+        let (output, out, _tmp) = run(command, &all);
+        assert_error(&output, expected);
+        assert!(!out.exists(), "{command} created its run directory");
+    }
+}
+
 /// Reads the rate `train --lr auto` printed.
 fn auto_rate(stdout: &str) -> String {
     let line = stdout

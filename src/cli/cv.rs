@@ -50,6 +50,8 @@ pub fn run(args: &CvArgs) -> Result<Outcome> {
     data_config.split.fraction = 0.0;
     let options = settings::model_options(&args.model)?;
     let optimizer = settings::optimizer_config(&args.optimizer)?;
+    cv::check_fold_count(args.folds)?;
+    experiment::check_fit_args(&args.fit)?;
     let backend = crate::cli::device::select(&args.fit)?;
     let out = rundir::check_out(args.fit.out.as_deref())?;
 

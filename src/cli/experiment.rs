@@ -129,6 +129,18 @@ pub fn early_stopping(
     Ok(config)
 }
 
+/// Checks the epoch and batch counts, which need no data, so a command can
+/// reject them before it reads any.
+pub fn check_fit_args(fit: &FitArgs) -> Result<()> {
+    if fit.epochs == 0 {
+        bail!("invalid --epochs 0: train for at least 1 epoch");
+    }
+    if fit.batch_size == 0 {
+        bail!("invalid --batch-size 0: a batch needs at least 1 row");
+    }
+    Ok(())
+}
+
 /// Builds the fit settings from the command line.
 pub fn fit_config(
     fit: &FitArgs,
@@ -137,12 +149,7 @@ pub fn fit_config(
     early_stopping: EarlyStoppingConfig,
     class_weights: Option<Vec<f32>>,
 ) -> Result<FitConfig> {
-    if fit.epochs == 0 {
-        bail!("invalid --epochs 0: train for at least 1 epoch");
-    }
-    if fit.batch_size == 0 {
-        bail!("invalid --batch-size 0: a batch needs at least 1 row");
-    }
+    check_fit_args(fit)?;
     Ok(FitConfig {
         epochs: fit.epochs,
         batch_size: fit.batch_size,

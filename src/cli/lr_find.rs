@@ -66,27 +66,28 @@ pub fn run(args: &LrFindArgs) -> Result<Outcome> {
         .optimizer
         .get_or_insert_with(|| "sgd".to_string());
     let optimizer = settings::optimizer_config(&optimizer_args)?;
-    let backend = crate::cli::device::select(&args.fit)?;
-    let out = rundir::check_out(args.fit.out.as_deref())?;
-
-    let prepared = data::prepare(&data_config)?;
-    experiment::report_data(&prepared, verbose);
-    let spec = experiment::model_spec(&prepared, &options)?;
-    let class_weights = experiment::class_weights(
-        args.optimizer.class_weight.as_deref(),
-        &prepared,
-        &prepared.train,
-    )?;
-    let config = LrFindConfig {
+    // Checked before the data is read, so a mistyped range fails at once.
+    let mut config = LrFindConfig {
         start_lr: args.range.start_lr,
         end_lr: args.range.end_lr,
         steps: args.range.steps,
         batch_size: args.fit.batch_size,
         seed,
         optimizer,
-        class_weights,
+        class_weights: None,
     };
     config.validate()?;
+    let backend = crate::cli::device::select(&args.fit)?;
+    let out = rundir::check_out(args.fit.out.as_deref())?;
+
+    let prepared = data::prepare(&data_config)?;
+    experiment::report_data(&prepared, verbose);
+    let spec = experiment::model_spec(&prepared, &options)?;
+    config.class_weights = experiment::class_weights(
+        args.optimizer.class_weight.as_deref(),
+        &prepared,
+        &prepared.train,
+    )?;
     let out_dir = rundir::create(out)?;
     if verbose > 0 {
         println!(

@@ -210,6 +210,7 @@ pub fn run(args: &SweepArgs) -> Result<Outcome> {
     let seed = experiment::seed(&args.fit);
     let data_config = settings::data_config(&args.data, seed)?;
     let cases = cases(args)?;
+    experiment::check_fit_args(&args.fit)?;
     let backend = crate::cli::device::select(&args.fit)?;
     let out = rundir::check_out(args.fit.out.as_deref())?;
 

@@ -58,6 +58,14 @@ pub struct FoldResult {
     pub stop: StopReason,
 }
 
+/// Checks that K is at least 2, which needs no data.
+pub fn check_fold_count(folds: usize) -> Result<()> {
+    if folds < 2 {
+        bail!("invalid --folds {folds}: cross-validation needs at least 2 folds");
+    }
+    Ok(())
+}
+
 /// Checks K against the data: at least 2, at most the number of rows, and no
 /// class with fewer members than K (naming the class).
 pub fn check_folds(
@@ -66,9 +74,7 @@ pub fn check_folds(
     labels: Option<&[u32]>,
     class_names: Option<&[String]>,
 ) -> Result<()> {
-    if folds < 2 {
-        bail!("invalid --folds {folds}: cross-validation needs at least 2 folds");
-    }
+    check_fold_count(folds)?;
     if folds > rows {
         bail!("invalid --folds {folds}: the data has only {rows} rows, one per fold at least");
     }
