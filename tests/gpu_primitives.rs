@@ -17,7 +17,7 @@ mod reference;
 use densetrain::backend::cuda::gemm::MatrixOperand;
 use densetrain::backend::cuda::loader::KernelLoading;
 use densetrain::backend::cuda::{Cuda, Precision};
-use densetrain::backend::{Backend, Dims, DropoutMask, LossKind};
+use densetrain::backend::{Backend, Dims, DropoutMask, LossKind, StatsValues};
 use densetrain::model::Activation;
 use densetrain::optim::{EpsilonStyle, Optimizer, OptimizerConfig, UpdateRule};
 use gpu_common::*;
@@ -991,4 +991,71 @@ fn nvrtc_kernels_match_embedded() {
         gpu.download(&y).unwrap()
     };
     assert_same("tanh layer", &run(&compiled), &run(&embedded));
+}
+
+#[test]
+fn written_stats_accumulate_like_cpu() {
+    let Some(gpu) = gpu("written_stats_accumulate_like_cpu") else {
+        return;
+    };
+    let cpu = cpu();
+    let restored = StatsValues {
+        loss_sum: 17.25,
+        rows: 40.0,
+        correct: 31.0,
+        abs_error_sum: 0.0,
+        penalty_sum: 0.5,
+        nonfinite_batch: None,
+    };
+    let mut gpu_stats = gpu.new_stats().unwrap();
+    let mut cpu_stats = cpu.new_stats().unwrap();
+    gpu.write_stats(&restored, &mut gpu_stats).unwrap();
+    cpu.write_stats(&restored, &mut cpu_stats).unwrap();
+    assert_eq!(gpu.read_stats(&gpu_stats).unwrap(), restored);
+
+    // One more batch adds to the restored sums on both devices alike.
+    let logits = [0.5, -0.5, 1.0, 2.0, 0.0, -1.0];
+    let targets = [2.0, 0.0];
+    let kind = LossKind::SoftmaxCrossEntropy;
+    let (logits_gpu, targets_gpu) = (gpu.upload(&logits).unwrap(), gpu.upload(&targets).unwrap());
+    gpu.loss(
+        kind,
+        &logits_gpu,
+        &targets_gpu,
+        None,
+        2,
+        3,
+        9,
+        None,
+        &mut gpu_stats,
+    )
+    .unwrap();
+    let (logits_cpu, targets_cpu) = (cpu.upload(&logits).unwrap(), cpu.upload(&targets).unwrap());
+    cpu.loss(
+        kind,
+        &logits_cpu,
+        &targets_cpu,
+        None,
+        2,
+        3,
+        9,
+        None,
+        &mut cpu_stats,
+    )
+    .unwrap();
+    let (on_gpu, on_cpu) = (
+        gpu.read_stats(&gpu_stats).unwrap(),
+        cpu.read_stats(&cpu_stats).unwrap(),
+    );
+    assert_eq!(on_gpu.rows, on_cpu.rows);
+    assert_eq!(on_gpu.correct, on_cpu.correct);
+    assert!((on_gpu.loss_sum - on_cpu.loss_sum).abs() <= 1e-5 * on_cpu.loss_sum);
+
+    // A restored non-finite flag keeps its batch.
+    let flagged = StatsValues {
+        nonfinite_batch: Some(7),
+        ..restored
+    };
+    gpu.write_stats(&flagged, &mut gpu_stats).unwrap();
+    assert_eq!(gpu.read_stats(&gpu_stats).unwrap().nonfinite_batch, Some(7));
 }

@@ -510,22 +510,14 @@ impl Backend for Cuda {
             .stream
             .clone_dtoh(&stats.words)
             .map_err(|e| self.driver_error("reading the statistics", e))?;
-        if words[stat::BAD_TARGET_ROW] != 0 {
-            let value = f32::from_bits(words[stat::BAD_TARGET_VALUE] as u32);
-            bail!(
-                "loss: target {value} of batch row {} is not a class index",
-                words[stat::BAD_TARGET_ROW] - 1
-            );
-        }
-        let number = |word: usize| f64::from_bits(words[word]);
-        Ok(StatsValues {
-            loss_sum: number(stat::LOSS),
-            rows: number(stat::ROWS),
-            correct: number(stat::CORRECT),
-            abs_error_sum: number(stat::ABS_ERROR),
-            penalty_sum: number(stat::PENALTY),
-            nonfinite_batch: words[stat::NONFINITE].checked_sub(1),
-        })
+        values_of_words(&words)
+    }
+
+    // NOTE: not yet run on a GPU; the word layout is unit-tested on the host.
+    fn write_stats(&self, values: &StatsValues, stats: &mut CudaStats) -> Result<()> {
+        self.stream
+            .memcpy_htod(&words_of_values(values), &mut stats.words)
+            .map_err(|e| self.driver_error("restoring the statistics", e))
     }
 
     fn gather_rows(
@@ -1081,5 +1073,86 @@ impl Backend for Cuda {
                 &args,
             )
         }
+    }
+}
+
+/// Reads the accumulators from their device words (laid out as `kernels/common.cuh` says).
+fn values_of_words(words: &[u64]) -> Result<StatsValues> {
+    ensure!(
+        words.len() == stat::WORDS,
+        "statistics: {} words read, expected {}",
+        words.len(),
+        stat::WORDS
+    );
+    if words[stat::BAD_TARGET_ROW] != 0 {
+        let value = f32::from_bits(words[stat::BAD_TARGET_VALUE] as u32);
+        bail!(
+            "loss: target {value} of batch row {} is not a class index",
+            words[stat::BAD_TARGET_ROW] - 1
+        );
+    }
+    let number = |word: usize| f64::from_bits(words[word]);
+    Ok(StatsValues {
+        loss_sum: number(stat::LOSS),
+        rows: number(stat::ROWS),
+        correct: number(stat::CORRECT),
+        abs_error_sum: number(stat::ABS_ERROR),
+        penalty_sum: number(stat::PENALTY),
+        nonfinite_batch: words[stat::NONFINITE].checked_sub(1),
+    })
+}
+
+/// Lays out `values` as the device words [`values_of_words`] reads back.
+fn words_of_values(values: &StatsValues) -> [u64; stat::WORDS] {
+    let mut words = [0u64; stat::WORDS];
+    words[stat::LOSS] = values.loss_sum.to_bits();
+    words[stat::ROWS] = values.rows.to_bits();
+    words[stat::CORRECT] = values.correct.to_bits();
+    words[stat::ABS_ERROR] = values.abs_error_sum.to_bits();
+    words[stat::PENALTY] = values.penalty_sum.to_bits();
+    words[stat::NONFINITE] = values.nonfinite_batch.map_or(0, |batch| batch + 1);
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_words_round_trip() {
+        let cases = [
+            StatsValues::default(),
+            StatsValues {
+                loss_sum: 123.456,
+                rows: 5000.0,
+                correct: 4321.0,
+                abs_error_sum: 0.125,
+                penalty_sum: 1e-3,
+                nonfinite_batch: None,
+            },
+            StatsValues {
+                loss_sum: f64::INFINITY,
+                rows: 128.0,
+                nonfinite_batch: Some(0),
+                ..StatsValues::default()
+            },
+            StatsValues {
+                nonfinite_batch: Some(421),
+                ..StatsValues::default()
+            },
+        ];
+        for values in cases {
+            let words = words_of_values(&values);
+            assert_eq!(values_of_words(&words).unwrap(), values);
+        }
+    }
+
+    #[test]
+    fn stats_words_report_bad_target() {
+        let mut words = words_of_values(&StatsValues::default());
+        words[stat::BAD_TARGET_ROW] = 4;
+        words[stat::BAD_TARGET_VALUE] = u64::from(2.5f32.to_bits());
+        let error = values_of_words(&words).unwrap_err().to_string();
+        assert!(error.contains("target 2.5 of batch row 3"), "{error}");
     }
 }
