@@ -2,15 +2,19 @@
 //!
 //! Task: 784-256-128-10 with ReLU, softmax cross-entropy, Adam, batch 128.
 //! Groups:
-//! - `gemm`: the bare `gemm` crate on each matrix product of one training
-//!   step, with the backend's threading rule (the floor for the layer passes);
+//! - `gemm`: each matrix product of one training step, as the backend runs
+//!   it (the `gemm` crate with the backend's threading; the floor for the
+//!   layer passes);
+//! - `gemm_choice`: the backend's products against the `matrixmultiply`
+//!   crate on the same shapes (set `MATMUL_NUM_THREADS` to the same thread
+//!   count; it uses all physical cores, at most 4, without it);
 //! - `layer`: `dense_forward` and `dense_backward` per layer (their matrix
 //!   products plus the fused bias, activation and bias-gradient passes);
 //! - `pass`: batch gathering, the fused softmax cross-entropy with its
 //!   gradient, and one Adam step on the 784x256 weight tensor;
 //! - `step`: one whole `Network::train_step`;
-//! - `wide`: the bare `gemm` crate on the forward products of the
-//!   784-2048-2048-10 network at batch 512, and one whole training step of it.
+//! - `wide`: the products of the 784-2048-2048-10 network at batch 512, as
+//!   the backend runs them, and one whole training step of it.
 //!
 //! Throughput is in floating-point operations (2 per multiply-add), so
 //! criterion's `Gelem/s` reads as GFLOP/s; elementwise passes report values.
@@ -20,7 +24,7 @@
 //! A filter argument selects groups, e.g. `cargo bench --bench cpu_kernels -- wide`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use densetrain::backend::cpu::{Cpu, CpuStats};
+use densetrain::backend::cpu::{Cpu, CpuStats, Operand};
 use densetrain::backend::{Backend, Dims, LossKind};
 use densetrain::model::{Activation, Init, ModelSpec, Network, init};
 use densetrain::optim::{Optimizer, OptimizerConfig};
@@ -89,86 +93,11 @@ fn spec(widths: [usize; 4]) -> ModelSpec {
     }
 }
 
-/// The `gemm` crate's product `dst[m, n] = a · b`, threaded as the backend threads it.
-struct Gemm {
-    threads: usize,
-    pool: rayon::ThreadPool,
-}
-
-/// One matrix-product operand: data with (row stride, column stride).
-struct Mat<'a> {
-    data: &'a [f32],
-    rs: isize,
-    cs: isize,
-}
-
-impl Gemm {
-    fn new(threads: usize) -> Self {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("the benchmark's thread pool starts");
-        Self { threads, pool }
-    }
-
-    fn run(&self, m: usize, n: usize, k: usize, a: &Mat<'_>, b: &Mat<'_>, dst: &mut [f32]) {
-        assert!(
-            a.data.len() >= m * k,
-            "left operand shorter than [{m}, {k}]"
-        );
-        assert!(
-            b.data.len() >= k * n,
-            "right operand shorter than [{k}, {n}]"
-        );
-        assert!(dst.len() >= m * n, "destination shorter than [{m}, {n}]");
-        let mut product = |parallelism| {
-            // SAFETY: the assertions above bound every operand, the strides
-            // address elements of row-major or transposed shapes inside them,
-            // and `dst` is borrowed mutably, so it aliases neither input.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.data.as_ptr(),
-                    a.cs,
-                    a.rs,
-                    b.data.as_ptr(),
-                    b.cs,
-                    b.rs,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                )
-            }
-        };
-        // The backend's rule: threads for products of 2^18 multiply-adds or more.
-        if self.threads > 1 && m * n * k >= 1 << 18 {
-            self.pool
-                .install(|| product(gemm::Parallelism::Rayon(self.threads)));
-        } else {
-            product(gemm::Parallelism::None);
-        }
-    }
-}
-
-/// Times the three products of each layer of a network: forward
-/// `x[N, I] · wᵀ`, weight gradient `dzᵀ · x`, input gradient `dz · w`
-/// (none for the first layer).
+/// Times the three products of each layer of a network, as the backend runs
+/// them: forward `x[N, I] · wᵀ`, weight gradient `dzᵀ · x`, input gradient
+/// `dz · w` (none for the first layer).
 fn bench_products(c: &mut Criterion, group_name: &str, widths: [usize; 4], rows: usize) {
-    let gemm = Gemm::new(threads());
+    let cpu = backend();
     let mut group = c.benchmark_group(group_name);
     for l in 0..3 {
         let (i, o) = (widths[l], widths[l + 1]);
@@ -182,46 +111,97 @@ fn bench_products(c: &mut Criterion, group_name: &str, widths: [usize; 4], rows:
         group.throughput(Throughput::Elements(flops));
         let shape = format!("{i}x{o}");
         group.bench_function(BenchmarkId::new("forward", &shape), |bench| {
-            let a = Mat {
-                data: &x,
-                rs: i as isize,
-                cs: 1,
-            };
-            let b = Mat {
-                data: &w,
-                rs: 1,
-                cs: i as isize,
-            };
-            bench.iter(|| gemm.run(rows, o, i, &a, &b, black_box(&mut y)))
+            let (a, b) = (Operand::plain(&x, rows, i), Operand::transposed(&w, o, i));
+            bench.iter(|| cpu.matmul(black_box(&mut y), a, b).unwrap())
         });
         group.bench_function(BenchmarkId::new("weight_grad", &shape), |bench| {
-            let a = Mat {
-                data: &dz,
-                rs: 1,
-                cs: o as isize,
-            };
-            let b = Mat {
-                data: &x,
-                rs: i as isize,
-                cs: 1,
-            };
-            bench.iter(|| gemm.run(o, i, rows, &a, &b, black_box(&mut dw)))
+            let (a, b) = (
+                Operand::transposed(&dz, rows, o),
+                Operand::plain(&x, rows, i),
+            );
+            bench.iter(|| cpu.matmul(black_box(&mut dw), a, b).unwrap())
         });
         if l > 0 {
             group.bench_function(BenchmarkId::new("input_grad", &shape), |bench| {
-                let a = Mat {
-                    data: &dz,
-                    rs: o as isize,
-                    cs: 1,
-                };
-                let b = Mat {
-                    data: &w,
-                    rs: i as isize,
-                    cs: 1,
-                };
-                bench.iter(|| gemm.run(rows, i, o, &a, &b, black_box(&mut dx)))
+                let (a, b) = (Operand::plain(&dz, rows, o), Operand::plain(&w, o, i));
+                bench.iter(|| cpu.matmul(black_box(&mut dx), a, b).unwrap())
             });
         }
+    }
+    group.finish();
+}
+
+/// Compares the backend's products (the `gemm` crate) with the
+/// `matrixmultiply` crate, ndarray's default, on the benchmark shapes. Each
+/// case is `(name, m, n, k, b transposed)`, with `b` stored `[n, k]` when
+/// transposed, as the forward pass's weights are.
+fn gemm_choice(c: &mut Criterion) {
+    let cases = [
+        ("small_forward_784x256", BATCH, 256, 784, true),
+        ("small_weight_grad_784x256", 256, 784, BATCH, false),
+        ("small_forward_256x128", BATCH, 128, 256, true),
+        ("wide_forward_2048x2048", WIDE_BATCH, 2048, 2048, true),
+    ];
+    let cpu = backend();
+    let mut group = c.benchmark_group("gemm_choice");
+    for (name, m, n, k, b_transposed) in cases {
+        let a = uniform(m * k, 1);
+        let b = uniform(k * n, 2);
+        let mut dst = vec![0.0; m * n];
+        group.throughput(Throughput::Elements((2 * m * n * k) as u64));
+        let b_operand = if b_transposed {
+            Operand::transposed(&b, n, k)
+        } else {
+            Operand::plain(&b, k, n)
+        };
+        let (b_rs, b_cs) = if b_transposed {
+            (1, k as isize)
+        } else {
+            (n as isize, 1)
+        };
+        let other = |dst: &mut [f32]| {
+            // SAFETY: `a` has m * k values read with row stride k, `b` has
+            // k * n values read with the strides of its stored layout, and
+            // `dst` has m * n values written with row stride n.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.as_ptr(),
+                    k as isize,
+                    1,
+                    b.as_ptr(),
+                    b_rs,
+                    b_cs,
+                    0.0,
+                    dst.as_mut_ptr(),
+                    n as isize,
+                    1,
+                )
+            }
+        };
+
+        // Both must compute the same product, or the comparison means nothing.
+        let mut expected = vec![0.0; m * n];
+        other(&mut expected);
+        cpu.matmul(&mut dst, Operand::plain(&a, m, k), b_operand)
+            .unwrap();
+        let worst = dst
+            .iter()
+            .zip(&expected)
+            .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{name}: the two products differ by {worst}");
+
+        group.bench_function(BenchmarkId::new("gemm", name), |bench| {
+            let a = Operand::plain(&a, m, k);
+            bench.iter(|| cpu.matmul(black_box(&mut dst), a, b_operand).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("matrixmultiply", name), |bench| {
+            bench.iter(|| other(black_box(&mut dst)))
+        });
     }
     group.finish();
 }
@@ -395,6 +375,6 @@ fn quick() -> Criterion {
 criterion_group! {
     name = kernels;
     config = quick();
-    targets = gemm_small, layers, passes, step_small, wide
+    targets = gemm_small, gemm_choice, layers, passes, step_small, wide
 }
 criterion_main!(kernels);

@@ -6,8 +6,8 @@ them: forward x . w^T, weight gradient dy^T . x, input gradient dy . w (not
 for the first layer). Threads follow OPENBLAS_NUM_THREADS, which
 cpu_compare.sh sets to the cores it pins.
 
-Prints one line per product and a final `RESULT` line with the rate over a
-whole step's products.
+Prints one line per product and a `RESULT` line with the rate over a whole
+step's products, then the rates on the shapes of the `gemm_choice` group.
 """
 
 import time
@@ -54,6 +54,20 @@ def main():
             total_seconds += seconds
             print(f"{name} {fan_in}x{fan_out} {seconds * 1e3:.3f} ms {flops / seconds / 1e9:.1f} GFLOP/s")
     print(f"RESULT blas step_products_s {total_seconds:.5f} gflops {total_flops / total_seconds / 1e9:.1f}")
+
+    # The shapes of the gemm_choice group of benches/cpu_kernels.rs:
+    # (name, m, n, k, b stored transposed as [n, k]).
+    for name, m, n, k, b_transposed in (
+        ("small_forward_784x256", 128, 256, 784, True),
+        ("small_weight_grad_784x256", 256, 784, 128, False),
+        ("small_forward_256x128", 128, 128, 256, True),
+        ("wide_forward_2048x2048", 512, 2048, 2048, True),
+    ):
+        a = rng.standard_normal((m, k), dtype=np.float32)
+        b = rng.standard_normal((n, k) if b_transposed else (k, n), dtype=np.float32)
+        product = (lambda: a @ b.T) if b_transposed else (lambda: a @ b)
+        seconds = best_seconds(product)
+        print(f"gemm_choice {name} {2.0 * m * n * k / seconds / 1e9:.1f} GFLOP/s")
 
 
 if __name__ == "__main__":

@@ -114,10 +114,11 @@ impl Cpu {
         }
     }
 
-    /// Computes `dst[m, n] = a[m, k] · b[k, n]`, overwriting `dst`.
+    /// Computes `dst[m, n] = a[m, k] · b[k, n]`, overwriting `dst`. Public so
+    /// the benchmarks time the products the dense passes run.
     // NOTE: the gemm crate allocates its packing buffers inside each call for
     // products past its small-size paths; the backend's own passes allocate nothing.
-    fn matmul(&self, dst: &mut [f32], a: Operand<'_>, b: Operand<'_>) -> Result<()> {
+    pub fn matmul(&self, dst: &mut [f32], a: Operand<'_>, b: Operand<'_>) -> Result<()> {
         let (m, k) = a.logical_shape();
         let (k2, n) = b.logical_shape();
         ensure!(k == k2, "matmul: inner dimensions differ ({k} and {k2})");
@@ -205,7 +206,7 @@ unsafe impl Sync for SendPtr {}
 
 /// A row-major buffer used as a matrix-product operand, as stored or transposed.
 #[derive(Clone, Copy)]
-struct Operand<'a> {
+pub struct Operand<'a> {
     data: &'a [f32],
     /// Stored rows.
     rows: usize,
@@ -215,7 +216,8 @@ struct Operand<'a> {
 }
 
 impl<'a> Operand<'a> {
-    fn plain(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    /// Uses `data[rows, cols]` as stored.
+    pub fn plain(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self {
             data,
             rows,
@@ -224,7 +226,8 @@ impl<'a> Operand<'a> {
         }
     }
 
-    fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
+    /// Uses the transpose of `data[rows, cols]`, without copying it.
+    pub fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Self {
         Self {
             data,
             rows,
