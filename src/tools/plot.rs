@@ -297,10 +297,15 @@ where
         .y_labels(8)
         .x_label_formatter(&x_format)
         .y_label_formatter(&y_format)
+        // A log axis already has a line at every tick; light lines between
+        // them crowd into grey bands near each power of ten.
+        .x_max_light_lines(if panel.x_log { 0 } else { 4 })
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(draw_error)?;
 
+    // Names of `Points` series, drawn beside their points after every series.
+    let mut point_names: Vec<((f64, f64), &str)> = Vec::new();
     for (series, points) in panel.series.iter().zip(points) {
         let color = PALETTE[series.color % PALETTE.len()];
         let drawn = match series.style {
@@ -326,24 +331,7 @@ where
         if series.style == LineStyle::Points {
             // Points carry their name beside them instead of in the legend.
             if !series.name.is_empty() {
-                let font = (FONT, 13).into_font().color(&BLACK);
-                let x_range = chart.x_range();
-                let share = |x: f64| {
-                    if panel.x_log {
-                        (x / x_range.start).ln() / (x_range.end / x_range.start).ln()
-                    } else {
-                        (x - x_range.start) / (x_range.end - x_range.start)
-                    }
-                };
-                // Names of points near the right edge go to their left, so they stay inside.
-                let width = 8 * series.name.chars().count() as i32;
-                chart
-                    .draw_series(points.iter().map(|&p| {
-                        let dx = if share(p.0) > 0.8 { -6 - width } else { 6 };
-                        EmptyElement::at(p)
-                            + Text::new(series.name.clone(), (dx, -16), font.clone())
-                    }))
-                    .map_err(draw_error)?;
+                point_names.extend(points.iter().map(|&p| (p, series.name.as_str())));
             }
             continue;
         }
@@ -372,7 +360,28 @@ where
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
     }
-    let has_legend = panel.series.iter().any(|s| !s.name.is_empty()) || !panel.markers.is_empty();
+    let font = (FONT, POINT_NAME_SIZE).into_font().color(&BLACK);
+    let pixels = chart.plotting_area().get_pixel_range();
+    let anchors: Vec<(i32, i32)> = point_names
+        .iter()
+        .map(|(p, _)| chart.backend_coord(p))
+        .collect();
+    let widths: Vec<i32> = point_names
+        .iter()
+        .map(|(_, name)| name_width(name))
+        .collect();
+    let offsets = place_names(&anchors, &widths, pixels);
+    chart
+        .draw_series(point_names.iter().zip(offsets).map(|(&(p, name), offset)| {
+            EmptyElement::at(p) + Text::new(name.to_string(), offset, font.clone())
+        }))
+        .map_err(draw_error)?;
+
+    let has_legend = panel
+        .series
+        .iter()
+        .any(|s| !s.name.is_empty() && s.style != LineStyle::Points)
+        || !panel.markers.is_empty();
     if has_legend {
         chart
             .configure_series_labels()
@@ -384,6 +393,68 @@ where
             .map_err(draw_error)?;
     }
     Ok(())
+}
+
+/// Font size of the names beside points, in pixels.
+const POINT_NAME_SIZE: u32 = 13;
+
+/// Estimates the width in pixels of `name` at [`POINT_NAME_SIZE`]: about 6
+/// pixels per character, as measured on drawn sweep labels.
+fn name_width(name: &str) -> i32 {
+    name.chars().count() as i32 * 6 + 4
+}
+
+/// Returns where to draw each point's name, as an offset of its top-left
+/// corner from the point (`anchors`, in pixels), so that names stay inside
+/// the plotting area (`pixels`: x range, y range) and do not overlap.
+///
+/// A name goes right of its point unless it would cross the right edge.
+/// Vertically it takes the first free slot of above, below, then further
+/// above and below; when every slot is taken it keeps the first one.
+fn place_names(
+    anchors: &[(i32, i32)],
+    widths: &[i32],
+    pixels: (std::ops::Range<i32>, std::ops::Range<i32>),
+) -> Vec<(i32, i32)> {
+    const HEIGHT: i32 = POINT_NAME_SIZE as i32 + 3;
+    const GAP: i32 = 6;
+    let (x_pixels, y_pixels) = pixels;
+    let mut order: Vec<usize> = (0..anchors.len()).collect();
+    order.sort_by_key(|&i| (anchors[i].1, anchors[i].0));
+    let mut taken: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let mut offsets = vec![(0, 0); anchors.len()];
+    for i in order {
+        let ((x, y), width) = (anchors[i], widths[i]);
+        let dx = if x + GAP + width > x_pixels.end {
+            -GAP - width
+        } else {
+            GAP
+        };
+        let slots = [
+            -HEIGHT,
+            4,
+            -2 * HEIGHT,
+            4 + HEIGHT,
+            -3 * HEIGHT,
+            4 + 2 * HEIGHT,
+        ];
+        let inside = |dy: i32| y + dy >= y_pixels.start && y + dy + HEIGHT <= y_pixels.end;
+        let free = |dy: i32| {
+            let (left, top) = (x + dx, y + dy);
+            taken.iter().all(|&(l, t, r, b)| {
+                left >= r || left + width <= l || top >= b || top + HEIGHT <= t
+            })
+        };
+        let dy = slots
+            .iter()
+            .copied()
+            .find(|&dy| inside(dy) && free(dy))
+            .or_else(|| slots.iter().copied().find(|&dy| inside(dy)))
+            .unwrap_or(slots[0]);
+        taken.push((x + dx, y + dy, x + dx + width, y + dy + HEIGHT));
+        offsets[i] = (dx, dy);
+    }
+    offsets
 }
 
 /// Formats an axis tick: whole numbers without decimals, very small or large
@@ -545,6 +616,30 @@ pub fn learning_curves(history: &History, best_epoch: Option<usize>, stop: &Stop
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn point_names_do_not_overlap() {
+        // Three points close together and one at the right edge.
+        let anchors = [(100, 200), (104, 202), (98, 199), (590, 300)];
+        let widths = [120, 120, 120, 150];
+        let offsets = place_names(&anchors, &widths, (0..600, 0..400));
+        let boxes: Vec<(i32, i32, i32, i32)> = anchors
+            .iter()
+            .zip(&widths)
+            .zip(&offsets)
+            .map(|((&(x, y), &w), &(dx, dy))| (x + dx, y + dy, x + dx + w, y + dy + 16))
+            .collect();
+        for (i, a) in boxes.iter().enumerate() {
+            assert!(a.0 >= 0 && a.2 <= 600, "name {i} leaves the area: {a:?}");
+            assert!(a.1 >= 0 && a.3 <= 400, "name {i} leaves the area: {a:?}");
+            for b in &boxes[i + 1..] {
+                let apart = a.0 >= b.2 || a.2 <= b.0 || a.1 >= b.3 || a.3 <= b.1;
+                assert!(apart, "names overlap: {a:?} and {b:?}");
+            }
+        }
+        // The name of the point at the right edge goes to its left.
+        assert!(offsets[3].0 < 0);
+    }
 
     #[test]
     fn axis_range_pads_linear_and_log() {
