@@ -105,9 +105,14 @@ fn option_errors_come_before_data_loading() {
     // The data file has a ragged row, so its load error would be reported
     // if the options were checked after loading.
     let ragged = data("cases/csv-layout/ragged.csv");
-    let cases: [(&str, &[&str], &str); 5] = [
+    let cases: [(&str, &[&str], &str); 6] = [
         ("lr-find", &["--steps", "2"], "invalid --steps 2"),
         ("lr-find", &["--end-lr", "-1"], "invalid --end-lr -1"),
+        (
+            "lr-find",
+            &["--steps", "10000000000"],
+            "invalid --steps 10000000000",
+        ),
         ("cv", &["--folds", "1"], "invalid --folds 1"),
         ("cv", &["--epochs", "0"], "invalid --epochs 0"),
         ("sweep", &["--batch-size", "0"], "invalid --batch-size 0"),

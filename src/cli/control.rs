@@ -100,12 +100,15 @@ pub fn describe_interrupt(dir: &Path, signal: &str, result: &FitResult) -> Strin
         } => format!("after epoch {epochs_completed}"),
         _ => "early".to_string(),
     };
+    let weights = match result.saved_epoch {
+        0 => "the initial weights (no epoch completed)".to_string(),
+        epoch => format!("the weights of epoch {epoch}"),
+    };
     format!(
         "Interrupted by {signal} {place}. The checkpoint {} and the history are saved; \
-         model.safetensors holds the weights of epoch {}.\n\
+         model.safetensors holds {weights}.\n\
          Resume with: densetrain train --resume {}",
         run_files::checkpoint_path(dir).display(),
-        result.saved_epoch,
         dir.display()
     )
 }

@@ -44,13 +44,19 @@ pub fn check_out(out: Option<&Path>) -> Result<OutDir> {
 /// Creates the run directory, checks that files can be written into it, and returns its
 /// path, so an unwritable directory fails before training rather than after it.
 pub fn create(out: OutDir) -> Result<PathBuf> {
+    let resuming = matches!(out, OutDir::Existing(_));
     let dir = create_dir(out)?;
     let probe = dir.join(".densetrain-write-check");
     fs::write(&probe, b"")
         .and_then(|()| fs::remove_file(&probe))
         .with_context(|| {
+            let advice = if resuming {
+                "make it writable, or copy it to a writable place and resume the copy"
+            } else {
+                "choose another --out"
+            };
             format!(
-                "{}: the run directory is not writable; choose another --out",
+                "{}: the run directory is not writable; {advice}",
                 dir.display()
             )
         })?;

@@ -189,9 +189,16 @@ pub(crate) fn write_safetensors_atomic(
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
     let tmp = temporary_path(path)?;
-    let result = safetensors::serialize_to_file(tensors, metadata, &tmp)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| Ok(fs::File::open(&tmp)?.sync_all()?));
+    let result = (|| -> Result<()> {
+        // safetensors writes through its own temporary file, created with mode
+        // 0600, and renames it onto `tmp`. The mode of a file created here is
+        // restored afterwards, so model files are as readable as the others.
+        let permissions = fs::File::create(&tmp)?.metadata()?.permissions();
+        safetensors::serialize_to_file(tensors, metadata, &tmp)?;
+        fs::set_permissions(&tmp, permissions)?;
+        fs::File::open(&tmp)?.sync_all()?;
+        Ok(())
+    })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("failed to write {}", path.display()));
@@ -389,6 +396,27 @@ mod tests {
             .to_string();
         assert!(err.contains("layers.1.weight"), "{err}");
         assert!(err.contains("index 3"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn weights_file_as_readable_as_json() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut tensors = NamedTensors::new();
+        let model = params();
+        push_layer_tensors(&mut tensors, "", &model);
+        let weights = dir.path().join(WEIGHTS_FILE);
+        write_safetensors_atomic(&weights, tensors, None).unwrap();
+        let json = dir.path().join(METADATA_FILE);
+        write_atomic(&json, b"{}").unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&weights), mode(&json));
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "temporary files left: {names:?}");
     }
 
     #[test]

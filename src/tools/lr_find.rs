@@ -34,6 +34,9 @@ pub const SKIP_BEGIN_SHARE: f64 = 0.1;
 pub const NOISE_LIMIT: f64 = 0.5;
 /// Minimum number of points the rules need.
 pub const MIN_POINTS: usize = 5;
+/// Maximum number of steps: each trains one batch, and the schedule and the
+/// recorded points are kept in memory.
+pub const MAX_STEPS: usize = 100_000;
 
 /// Settings of a range test.
 #[derive(Clone, Debug, PartialEq)]
@@ -67,6 +70,13 @@ impl LrFindConfig {
         if self.steps < MIN_POINTS {
             bail!(
                 "invalid --steps {}: the range test needs at least {MIN_POINTS} steps",
+                self.steps
+            );
+        }
+        if self.steps > MAX_STEPS {
+            bail!(
+                "invalid --steps {}: the range test takes at most {MAX_STEPS} steps (one batch \
+                 each); 100 to 1000 are usual",
                 self.steps
             );
         }

@@ -181,7 +181,13 @@ fn metadata_of(
 
 /// Reads a checkpoint and its `run` metadata from `bytes` read from `origin`.
 pub fn decode(bytes: &[u8], origin: &Path) -> Result<(Checkpoint, serde_json::Value)> {
-    let invalid = || format!("{} is not a valid densetrain checkpoint", origin.display());
+    let invalid = || {
+        format!(
+            "{} is not a valid densetrain checkpoint (damaged or not written by densetrain); \
+             the run cannot resume from it, so start a new run with the same options",
+            origin.display()
+        )
+    };
     let (_, header) = SafeTensors::read_metadata(bytes).with_context(invalid)?;
     let metadata = header.metadata().clone().unwrap_or_default();
     let entry = |key: &str| -> Result<&String> {
@@ -215,7 +221,15 @@ pub fn decode(bytes: &[u8], origin: &Path) -> Result<(Checkpoint, serde_json::Va
                 view.dtype()
             );
         }
-        Ok(f32_values(view.data()))
+        let values = f32_values(view.data());
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "{}: tensor '{name}' holds a non-finite value ({}) at index {index}",
+                invalid(),
+                values[index]
+            );
+        }
+        Ok(values)
     };
     let read_params = |prefix: &str| -> Result<Params> {
         let mut layers = Vec::new();
@@ -408,6 +422,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a valid densetrain checkpoint"), "{err}");
+    }
+
+    #[test]
+    fn non_finite_checkpoint_is_rejected() {
+        let mut broken = sample();
+        broken.optimizer_state[1][0] = f32::INFINITY;
+        let bytes = encode(&broken, &serde_json::Value::Null).unwrap();
+        let err = decode(&bytes, Path::new("c")).unwrap_err().to_string();
+        assert!(err.contains("'optimizer.1'"), "{err}");
+        assert!(err.contains("non-finite value (inf) at index 0"), "{err}");
+        assert!(err.contains("start a new run"), "{err}");
+
+        let mut broken = sample();
+        broken.params.layers[0].w[2] = f32::NAN;
+        let bytes = encode(&broken, &serde_json::Value::Null).unwrap();
+        let err = decode(&bytes, Path::new("c")).unwrap_err().to_string();
+        assert!(err.contains("'weights.layers.0.weight'"), "{err}");
     }
 
     #[test]
