@@ -19,6 +19,10 @@ cd "$(dirname "$0")/.."
 threads=${1:-$(nproc)}
 epochs=${2:-10}
 data=/usr/share/datasets/fashion-mnist
+if [ "$threads" -lt 1 ] || [ "$threads" -gt "$(nproc)" ]; then
+    echo "error: THREADS must be between 1 and $(nproc) (the cores of this machine), got $threads" >&2
+    exit 2
+fi
 cores="0-$((threads - 1))"
 
 if [ ! -d "$data" ]; then
@@ -26,7 +30,8 @@ if [ ! -d "$data" ]; then
     exit 2
 fi
 venv=target/bench-venv
-if [ ! -x "$venv/bin/python" ]; then
+# Checked by importing, so an install that failed halfway is retried.
+if ! "$venv/bin/python" -c "import jax, numpy" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet jax numpy
 fi
