@@ -903,6 +903,37 @@ fn update_chunk(
     s0: &mut [f32],
     s1: &mut [f32],
 ) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the processor supports AVX, checked just above.
+        return unsafe { update_chunk_avx(step, w, g, s0, s1) };
+    }
+    update_chunk_body(step, w, g, s0, s1)
+}
+
+/// [`update_chunk`] compiled with 8-wide AVX vectors. FMA stays off, so every
+/// value is rounded exactly as in the baseline build and results do not
+/// depend on the processor.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn update_chunk_avx(
+    step: &StepScalars,
+    w: &mut [f32],
+    g: &[f32],
+    s0: &mut [f32],
+    s1: &mut [f32],
+) -> f64 {
+    update_chunk_body(step, w, g, s0, s1)
+}
+
+#[inline(always)]
+fn update_chunk_body(
+    step: &StepScalars,
+    w: &mut [f32],
+    g: &[f32],
+    s0: &mut [f32],
+    s1: &mut [f32],
+) -> f64 {
     let sum_sq: f64 = if step.l2_grad != 0.0 {
         w.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
     } else {
@@ -1094,5 +1125,80 @@ fn squared_error_row(z: f32, target: f32, grad_scale: f64, grad: Option<&mut [f3
         loss: diff * diff,
         correct: false,
         abs_error: diff.abs(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{Optimizer, OptimizerConfig};
+
+    /// Values spread over several magnitudes, with zeros and negatives.
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let bits = crate::rng::mix64(seed ^ i as u64);
+                let unit = (bits >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                unit * 10f32.powi((bits % 7) as i32 - 4)
+            })
+            .collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_update_matches_baseline_bits() {
+        if !std::arch::is_x86_feature_detected!("avx") {
+            eprintln!("avx_update_matches_baseline_bits: skipped, no AVX on this processor");
+            return;
+        }
+        let len = 1003;
+        for name in ["sgd", "adam", "adamw", "rmsprop"] {
+            for (momentum, l2) in [(0.0, 0.0), (0.9, 1e-3)] {
+                let mut optimizer = Optimizer::with_defaults(name).unwrap();
+                if let Optimizer::Sgd { momentum: m, .. } | Optimizer::RmsProp { momentum: m, .. } =
+                    &mut optimizer
+                {
+                    *m = momentum;
+                }
+                let config = OptimizerConfig {
+                    optimizer,
+                    lr: 0.01,
+                    l2,
+                    weight_decay: optimizer.default_weight_decay(),
+                    clipnorm: None,
+                };
+                let rule = config.rule(3, 0.01, true);
+                let step = StepScalars::new(&rule, 0.75);
+                let slots = rule.slot_count();
+                let g = values(len, 2);
+                let start = [
+                    values(len, 1),
+                    values(len, 3).iter().map(|v| v.abs()).collect(),
+                    values(len, 4),
+                ];
+                let run = |avx: bool| {
+                    let [mut w, mut s0, mut s1] = start.clone();
+                    if slots < 1 {
+                        s0.clear();
+                    }
+                    if slots < 2 {
+                        s1.clear();
+                    }
+                    // SAFETY: AVX support was checked at the top of the test.
+                    let sum = if avx {
+                        unsafe { update_chunk_avx(&step, &mut w, &g, &mut s0, &mut s1) }
+                    } else {
+                        update_chunk_body(&step, &mut w, &g, &mut s0, &mut s1)
+                    };
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    (sum.to_bits(), bits(&w), bits(&s0), bits(&s1))
+                };
+                assert_eq!(
+                    run(true),
+                    run(false),
+                    "{name}, momentum {momentum}, l2 {l2}"
+                );
+            }
+        }
     }
 }
