@@ -193,6 +193,7 @@ pub(crate) fn write_safetensors_atomic(
         // safetensors writes through its own temporary file, created with mode
         // 0600, and renames it onto `tmp`. The mode of a file created here is
         // restored afterwards, so model files are as readable as the others.
+        // NOTE: a hard kill mid-write can leave that file (`.tmpXXXXXX`) behind.
         let permissions = fs::File::create(&tmp)?.metadata()?.permissions();
         safetensors::serialize_to_file(tensors, metadata, &tmp)?;
         fs::set_permissions(&tmp, permissions)?;
