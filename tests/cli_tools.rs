@@ -105,7 +105,7 @@ fn option_errors_come_before_data_loading() {
     // The data file has a ragged row, so its load error would be reported
     // if the options were checked after loading.
     let ragged = data("cases/csv-layout/ragged.csv");
-    let cases: [(&str, &[&str], &str); 6] = [
+    let cases: [(&str, &[&str], &str); 8] = [
         ("lr-find", &["--steps", "2"], "invalid --steps 2"),
         ("lr-find", &["--end-lr", "-1"], "invalid --end-lr -1"),
         (
@@ -114,8 +114,10 @@ fn option_errors_come_before_data_loading() {
             "invalid --steps 10000000000",
         ),
         ("cv", &["--folds", "1"], "invalid --folds 1"),
-        ("cv", &["--epochs", "0"], "invalid --epochs 0"),
-        ("sweep", &["--batch-size", "0"], "invalid --batch-size 0"),
+        ("cv", &["--epochs", "0"], "at least 1, got '0'"),
+        ("sweep", &["--batch-size", "0"], "at least 1, got '0'"),
+        ("lr-find", &["--steps", "-1"], "'--steps <STEPS>'"),
+        ("cv", &["--folds", "-1"], "'--folds <FOLDS>'"),
     ];
     for (command, args, expected) in cases {
         let mut all = vec!["--data", ragged.as_str()];

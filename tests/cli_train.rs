@@ -308,8 +308,14 @@ fn invalid_options_are_clear_errors() {
         (&["--lr", "-0.1"], "invalid --lr -0.1"),
         (&["--validation-split", "1"], "--validation-split 1"),
         (&["--validation-split", "-0.1"], "at least 0 and below 1"),
-        (&["--batch-size", "0"], "--batch-size 0"),
-        (&["--epochs", "0"], "--epochs 0"),
+        (
+            &["--batch-size", "0"],
+            "'--batch-size <BATCH_SIZE>': expected a whole number of at least 1, got '0'",
+        ),
+        (
+            &["--epochs", "0"],
+            "'--epochs <EPOCHS>': expected a whole number of at least 1, got '0'",
+        ),
         (&["--data", wine, "--target", "colour"], "colour"),
         (
             &["--validation-split", "0", "--monitor", "val_loss"],

@@ -207,10 +207,10 @@ fn parse_learning_rate(text: &str) -> Result<LearningRate, String> {
 #[command(next_help_heading = "Training")]
 pub struct FitArgs {
     /// Number of epochs.
-    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = whole_number)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true, value_parser = positive_number)]
     pub epochs: usize,
     /// Rows per batch; the last partial batch is used.
-    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = whole_number)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = positive_number)]
     pub batch_size: usize,
     /// Keep the training rows in file order instead of shuffling every epoch.
     #[arg(long)]
@@ -323,8 +323,18 @@ pub struct RunControlArgs {
     pub lr_cosine_epochs: Option<usize>,
 }
 
-/// Parses a count option, naming the accepted range in the error.
-fn whole_number(text: &str) -> Result<usize, String> {
+/// Parses a count of at least 1, naming the accepted range in the error.
+fn positive_number(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(value) if value >= 1 => Ok(value),
+        _ => Err(format!(
+            "expected a whole number of at least 1, got '{text}'"
+        )),
+    }
+}
+
+/// Parses a count that may be 0, naming the accepted range in the error.
+pub(crate) fn whole_number(text: &str) -> Result<usize, String> {
     text.trim()
         .parse::<usize>()
         .map_err(|_| format!("expected a whole number of at least 0, got '{text}'"))

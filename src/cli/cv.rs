@@ -25,7 +25,8 @@ pub struct CvArgs {
     /// Number of folds K: each fold is held out once and scored by a model trained on the
     /// others. Rows are shuffled with --seed before they are assigned to folds unless
     /// --no-shuffle is given, which also keeps the batches in file order.
-    #[arg(long, default_value_t = 5, help_heading = "Cross-validation")]
+    #[arg(long, default_value_t = 5, help_heading = "Cross-validation",
+          allow_negative_numbers = true, value_parser = crate::cli::args::whole_number)]
     pub folds: usize,
 }
 

@@ -45,7 +45,8 @@ pub struct RangeArgs {
     #[arg(long, default_value_t = DEFAULT_END_LR, allow_negative_numbers = true)]
     pub end_lr: f64,
     /// Number of steps (one batch each), spaced evenly on a log scale.
-    #[arg(long, default_value_t = DEFAULT_STEPS)]
+    #[arg(long, default_value_t = DEFAULT_STEPS, allow_negative_numbers = true,
+          value_parser = crate::cli::args::whole_number)]
     pub steps: usize,
 }
 
