@@ -496,12 +496,38 @@ fn non_writable_run_directory_is_a_clear_error() {
     let Some(output) = output else {
         return;
     };
-    assert_error(&output, "failed to write the checkpoint");
+    assert_error(
+        &output,
+        "the run directory is not writable; make it writable",
+    );
     assert!(text(&output.stderr).contains("ermission denied"));
     assert!(read(&checkpoints.join("checkpoint.safetensors")) == before_checkpoint);
     assert!(read(&run_dir.join("history.csv")) == before_history);
     // The earlier checkpoint still resumes once the directory is writable.
     assert_status(&run(cwd, &["train", "--resume", "r", "--epochs", "3"]), 0);
+}
+
+#[test]
+fn unwritable_run_directory_fails_before_loading() {
+    // A directory where the write probe's file would go makes the probe fail
+    // for every user, root included.
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let copy = cwd.join("iris.csv");
+    fs::copy(data("iris.csv"), &copy).unwrap();
+    let mut args = iris_args("r", "2");
+    args[2] = copy.to_str().unwrap().to_string();
+    assert_status(&run(cwd, &strs(&args)), 0);
+    let history = read(&cwd.join("r/history.csv"));
+    fs::create_dir(cwd.join("r/.densetrain-write-check")).unwrap();
+    // Broken data: had it been read first, its error would be the one reported.
+    fs::write(&copy, "a,b\n1,2,3\n").unwrap();
+    let output = run(cwd, &["train", "--resume", "r", "--epochs", "3"]);
+    assert_error(
+        &output,
+        "the run directory is not writable; make it writable",
+    );
+    assert!(read(&cwd.join("r/history.csv")) == history);
 }
 
 #[test]

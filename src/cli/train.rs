@@ -35,7 +35,11 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
     }
     let backend = device::select(&args.fit)?;
     let out_dir = match &resumed {
-        Some(r) => rundir::OutDir::Existing(r.dir.clone()),
+        // The run writes into its own directory again: check that it can
+        // before the data is read.
+        Some(r) => {
+            rundir::OutDir::Existing(rundir::create(rundir::OutDir::Existing(r.dir.clone()))?)
+        }
         None => rundir::check_out(args.fit.out.as_deref())?,
     };
 
