@@ -3,11 +3,12 @@
 //! Task: 784-256-128-10 with ReLU, softmax cross-entropy, Adam, batch 128.
 //! Groups:
 //! - `gemm`: each matrix product of one training step, as the backend runs
-//!   it (the `gemm` crate with the backend's threading; the floor for the
-//!   layer passes);
+//!   it with the gemm crate and its own threading. These are the floor for
+//!   the layer passes.
 //! - `gemm_choice`: the backend's products against the `matrixmultiply`
-//!   crate on the same shapes (set `MATMUL_NUM_THREADS` to the same thread
-//!   count; it uses all physical cores, at most 4, without it);
+//!   crate on the same shapes. Set `MATMUL_NUM_THREADS` to the same thread
+//!   count, because without it matrixmultiply uses all physical cores (at
+//!   most 4).
 //! - `layer`: `dense_forward` and `dense_backward` per layer (their matrix
 //!   products plus the fused bias, activation and bias-gradient passes);
 //! - `pass`: batch gathering, the fused softmax cross-entropy with its

@@ -410,7 +410,7 @@ fn name_width(name: &str) -> i32 {
 ///
 /// A name goes right of its point unless it would cross the right edge.
 /// Vertically it takes the first free slot of above, below, then further
-/// above and below; when every slot is taken it keeps the first one.
+/// above and below. When every slot is taken, it keeps the first one.
 fn place_names(
     anchors: &[(i32, i32)],
     widths: &[i32],
@@ -421,7 +421,7 @@ fn place_names(
     let (x_pixels, y_pixels) = pixels;
     let mut order: Vec<usize> = (0..anchors.len()).collect();
     order.sort_by_key(|&i| (anchors[i].1, anchors[i].0));
-    let mut taken: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
     let mut offsets = vec![(0, 0); anchors.len()];
     for i in order {
         let ((x, y), width) = (anchors[i], widths[i]);
@@ -441,7 +441,7 @@ fn place_names(
         let inside = |dy: i32| y + dy >= y_pixels.start && y + dy + HEIGHT <= y_pixels.end;
         let free = |dy: i32| {
             let (left, top) = (x + dx, y + dy);
-            taken.iter().all(|&(l, t, r, b)| {
+            placed.iter().all(|&(l, t, r, b)| {
                 left >= r || left + width <= l || top >= b || top + HEIGHT <= t
             })
         };
@@ -451,7 +451,7 @@ fn place_names(
             .find(|&dy| inside(dy) && free(dy))
             .or_else(|| slots.iter().copied().find(|&dy| inside(dy)))
             .unwrap_or(slots[0]);
-        taken.push((x + dx, y + dy, x + dx + width, y + dy + HEIGHT));
+        placed.push((x + dx, y + dy, x + dx + width, y + dy + HEIGHT));
         offsets[i] = (dx, dy);
     }
     offsets
@@ -630,8 +630,10 @@ mod tests {
             .map(|((&(x, y), &w), &(dx, dy))| (x + dx, y + dy, x + dx + w, y + dy + 16))
             .collect();
         for (i, a) in boxes.iter().enumerate() {
-            assert!(a.0 >= 0 && a.2 <= 600, "name {i} leaves the area: {a:?}");
-            assert!(a.1 >= 0 && a.3 <= 400, "name {i} leaves the area: {a:?}");
+            assert!(a.0 >= 0, "name {i} leaves the area on the left: {a:?}");
+            assert!(a.2 <= 600, "name {i} leaves the area on the right: {a:?}");
+            assert!(a.1 >= 0, "name {i} leaves the area at the top: {a:?}");
+            assert!(a.3 <= 400, "name {i} leaves the area at the bottom: {a:?}");
             for b in &boxes[i + 1..] {
                 let apart = a.0 >= b.2 || a.2 <= b.0 || a.1 >= b.3 || a.3 <= b.1;
                 assert!(apart, "names overlap: {a:?} and {b:?}");

@@ -224,7 +224,7 @@ pub fn decode(bytes: &[u8], origin: &Path) -> Result<(Checkpoint, serde_json::Va
         let values = f32_values(view.data());
         if let Some(index) = values.iter().position(|v| !v.is_finite()) {
             bail!(
-                "{}: tensor '{name}' holds a non-finite value ({}) at index {index}",
+                "{}: tensor '{name}' contains a non-finite value ({}) at index {index}",
                 invalid(),
                 values[index]
             );

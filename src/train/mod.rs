@@ -204,30 +204,24 @@ struct DataShape {
 impl<B: Backend> DeviceData<B> {
     /// Uploads `data`, moving its vectors into the device buffers when it is owned.
     fn upload_cow(backend: &B, data: Cow<'_, Dataset>) -> Result<Self> {
-        match data {
-            Cow::Borrowed(data) => Self::upload(backend, data),
-            Cow::Owned(data) => {
-                let identity: Vec<u32> = (0..data.rows as u32).collect();
-                Ok(Self {
-                    x: backend.upload_vec(data.x)?,
-                    y: backend.upload_vec(data.y)?,
-                    rows: data.rows,
-                    cols: data.cols,
-                    identity: backend.upload_idx(&identity)?,
-                })
-            }
-        }
-    }
-
-    fn upload(backend: &B, data: &Dataset) -> Result<Self> {
-        let identity: Vec<u32> = (0..data.rows as u32).collect();
+        let (rows, cols) = (data.rows, data.cols);
+        let (x, y) = match data {
+            Cow::Borrowed(data) => (backend.upload(&data.x)?, backend.upload(&data.y)?),
+            Cow::Owned(data) => (backend.upload_vec(data.x)?, backend.upload_vec(data.y)?),
+        };
+        let identity: Vec<u32> = (0..rows as u32).collect();
         Ok(Self {
-            x: backend.upload(&data.x)?,
-            y: backend.upload(&data.y)?,
-            rows: data.rows,
-            cols: data.cols,
+            x,
+            y,
+            rows,
+            cols,
             identity: backend.upload_idx(&identity)?,
         })
+    }
+
+    /// Copies `data` into device buffers.
+    fn upload(backend: &B, data: &Dataset) -> Result<Self> {
+        Self::upload_cow(backend, Cow::Borrowed(data))
     }
 }
 

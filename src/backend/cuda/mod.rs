@@ -1076,7 +1076,7 @@ impl Backend for Cuda {
     }
 }
 
-/// Reads the accumulators from their device words (laid out as `kernels/common.cuh` says).
+/// Reads the accumulators from their device words, in the layout of `kernels/common.cuh`.
 fn values_of_words(words: &[u64]) -> Result<StatsValues> {
     ensure!(
         words.len() == stat::WORDS,
