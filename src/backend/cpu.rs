@@ -28,6 +28,8 @@ const GEMM_PAR_MIN: usize = 1 << 18;
 /// ran 10-60% faster than the crate's threading on the small benchmark
 /// task's products (at most 128 x 256 x 784) on 2 cores. It was no faster on
 /// the wide network's (512 x 2048 x 2048).
+// NOTE: the crate's threading scaled large products only 1.5x on 2 cores
+// (OpenBLAS 2x); whether the column split does better there is unmeasured.
 const GEMM_SPLIT_MAX: usize = 1 << 25;
 /// Minimum output columns of one part of a split product.
 const GEMM_SPLIT_COLS: usize = 32;
