@@ -26,10 +26,9 @@ const GEMM_PAR_MIN: usize = 1 << 18;
 /// Largest product split by output columns, one single-threaded call per
 /// thread; larger ones use the gemm crate's own threading. The column split
 /// ran 10-60% faster than the crate's threading on the small benchmark
-/// task's products (at most 128 x 256 x 784) on 2 cores. It was no faster on
-/// the wide network's (512 x 2048 x 2048).
-// NOTE: the crate's threading scaled large products only 1.5x on 2 cores
-// (OpenBLAS 2x); whether the column split does better there is unmeasured.
+/// task's products (at most 128 x 256 x 784) on 2 cores. On the wide
+/// network's products (512 x 2048 x 2048 and the like) both ways ran equally
+/// fast, at 143-176 GFLOP/s on 2 cores (`cargo bench --bench gemm_threading`).
 const GEMM_SPLIT_MAX: usize = 1 << 25;
 /// Minimum output columns of one part of a split product.
 const GEMM_SPLIT_COLS: usize = 32;
@@ -121,6 +120,18 @@ impl Cpu {
     // NOTE: the gemm crate allocates its packing buffers inside each call for
     // products past its small-size paths; the backend's own passes allocate nothing.
     pub fn matmul(&self, dst: &mut [f32], a: Operand<'_>, b: Operand<'_>) -> Result<()> {
+        self.matmul_threaded(dst, a, b, ProductThreading::Auto)
+    }
+
+    /// Computes the product of [`Self::matmul`], spread over the threads by
+    /// `threading`. Public so a benchmark can compare the ways.
+    pub fn matmul_threaded(
+        &self,
+        dst: &mut [f32],
+        a: Operand<'_>,
+        b: Operand<'_>,
+        threading: ProductThreading,
+    ) -> Result<()> {
         let (m, k) = a.logical_shape();
         let (k2, n) = b.logical_shape();
         ensure!(k == k2, "matmul: inner dimensions differ ({k} and {k2})");
@@ -176,9 +187,14 @@ impl Cpu {
         };
         let work = m * n * k;
         let parts = self.threads.min(n / GEMM_SPLIT_COLS);
-        if self.threads == 1 || work < GEMM_PAR_MIN {
+        let split = match threading {
+            ProductThreading::Auto => work <= GEMM_SPLIT_MAX,
+            ProductThreading::ColumnSplit => true,
+            ProductThreading::GemmCrate => false,
+        };
+        if self.threads == 1 || (threading == ProductThreading::Auto && work < GEMM_PAR_MIN) {
             run(0, n, Parallelism::None);
-        } else if work <= GEMM_SPLIT_MAX && parts > 1 {
+        } else if split && parts > 1 {
             // Equal parts rounded to whole tiles of 16 columns; the last takes the rest.
             let step = n.div_ceil(parts).div_ceil(16) * 16;
             self.pool.install(|| {
@@ -195,6 +211,20 @@ impl Cpu {
         }
         Ok(())
     }
+}
+
+/// The way [`Cpu::matmul_threaded`] spreads one product over the backend's threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProductThreading {
+    /// The choice of [`Cpu::matmul`]: one thread below 2^18 multiply-adds, a
+    /// column split up to 2^25, the gemm crate's own threading above.
+    Auto,
+    /// Output columns split into one part per thread, each part computed by
+    /// a single-threaded gemm call. Parts have at least 32 columns, and a
+    /// product too narrow for two parts runs as `GemmCrate`.
+    ColumnSplit,
+    /// One gemm call using the gemm crate's own threading.
+    GemmCrate,
 }
 
 /// A raw output pointer shared by the threads of a split matrix product,
@@ -313,6 +343,14 @@ impl Backend for Cpu {
             "threads"
         };
         format!("cpu ({} {unit})", self.threads)
+    }
+
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        if self.threads == 1 {
+            f()
+        } else {
+            self.pool.install(f)
+        }
     }
 
     fn zeros(&self, len: usize) -> Result<Vec<f32>> {
@@ -1134,6 +1172,72 @@ fn squared_error_row(z: f32, target: f32, grad_scale: f64, grad: Option<&mut [f3
 mod tests {
     use super::*;
     use crate::optim::{Optimizer, OptimizerConfig};
+
+    fn thread_name() -> String {
+        std::thread::current()
+            .name()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn run_uses_pool_threads() {
+        let cpu =
+            Cpu::new(2.min(std::thread::available_parallelism().map_or(1, |n| n.get()))).unwrap();
+        let name = cpu.run(thread_name);
+        if cpu.threads() > 1 {
+            assert!(name.starts_with("densetrain-cpu-"), "ran on {name:?}");
+        } else {
+            assert_eq!(name, thread_name());
+        }
+        // A product started from a pool thread runs there too and is still correct.
+        let (a, b) = (values(64 * 300, 1), values(300 * 64, 2));
+        let mut inside = vec![0.0; 64 * 64];
+        let mut outside = vec![0.0; 64 * 64];
+        cpu.run(|| {
+            cpu.matmul(
+                &mut inside,
+                Operand::plain(&a, 64, 300),
+                Operand::plain(&b, 300, 64),
+            )
+        })
+        .unwrap();
+        cpu.matmul(
+            &mut outside,
+            Operand::plain(&a, 64, 300),
+            Operand::plain(&b, 300, 64),
+        )
+        .unwrap();
+        assert_eq!(inside, outside);
+    }
+
+    #[test]
+    fn product_threading_ways_agree() {
+        let cpu = Cpu::new(0).unwrap();
+        // 96 x 200 x 300: a transposed left operand, as in a weight gradient.
+        let (a, b) = (values(300 * 96, 3), values(300 * 200, 4));
+        let left = Operand::transposed(&a, 300, 96);
+        let right = Operand::plain(&b, 300, 200);
+        let mut auto = vec![0.0; 96 * 200];
+        cpu.matmul(&mut auto, left, right).unwrap();
+        for threading in [ProductThreading::ColumnSplit, ProductThreading::GemmCrate] {
+            let mut out = vec![f32::NAN; 96 * 200];
+            cpu.matmul_threaded(&mut out, left, right, threading)
+                .unwrap();
+            for (index, (&got, &want)) in out.iter().zip(&auto).enumerate() {
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{threading:?}: value {index} is {got}, expected {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn run_stays_on_caller_single_thread() {
+        let cpu = Cpu::new(1).unwrap();
+        assert_eq!(cpu.run(thread_name), thread_name());
+    }
 
     /// Values spread over several magnitudes, with zeros and negatives.
     fn values(len: usize, seed: u64) -> Vec<f32> {

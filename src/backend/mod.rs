@@ -77,16 +77,24 @@ pub struct StatsValues {
 }
 
 /// A compute device for dense networks.
-pub trait Backend {
+pub trait Backend: Sync {
     /// A device buffer of f32 values.
-    type Buf;
+    type Buf: Send + Sync;
     /// A device buffer of u32 values (row indices).
-    type Idx;
+    type Idx: Send + Sync;
     /// Device-resident accumulators for losses, metrics and the non-finite flag.
-    type Stats;
+    type Stats: Send;
 
     /// Describes the device for the run summary, e.g. `cpu (2 threads)`.
     fn description(&self) -> String;
+
+    /// Runs `f`, which calls this backend many times, on the backend's own
+    /// worker threads where it has them. The CPU backend's parallel passes
+    /// then start from one of its workers, instead of waking a blocked
+    /// caller after each pass.
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        f()
+    }
 
     /// Allocates `len` zeros.
     fn zeros(&self, len: usize) -> Result<Self::Buf>;

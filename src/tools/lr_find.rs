@@ -403,56 +403,60 @@ pub fn range_test<B: Backend>(
     let mut average = 0.0;
     let mut best = f64::INFINITY;
     let mut end = SweepEnd::Completed;
-    for (step, &lr) in lrs.iter().enumerate() {
-        let (epoch, b) = (step / batches, step % batches);
-        if b == 0 {
-            let permutation = rng::epoch_permutation(config.seed, epoch as u64, train.rows);
-            backend.write_idx(&permutation, &mut order)?;
+    // The sweep runs on the backend's worker threads, like a training run.
+    backend.run(|| -> Result<()> {
+        for (step, &lr) in lrs.iter().enumerate() {
+            let (epoch, b) = (step / batches, step % batches);
+            if b == 0 {
+                let permutation = rng::epoch_permutation(config.seed, epoch as u64, train.rows);
+                backend.write_idx(&permutation, &mut order)?;
+            }
+            let start = b * batch_size;
+            let rows = batch_size.min(train.rows - start);
+            backend.gather_rows(&x, train.cols, &order, start, rows, &mut batch_x)?;
+            backend.gather_rows(&y, 1, &order, start, rows, &mut batch_y)?;
+            backend.reset_stats(&mut stats)?;
+            net.compute_gradients(
+                backend,
+                &batch_x,
+                &batch_y,
+                rows,
+                class_weights.as_ref(),
+                step as u64,
+                config.seed,
+                b as u64,
+                &mut stats,
+            )?;
+            let values = backend.read_stats(&stats)?;
+            let loss = values.loss_sum / values.rows.max(1.0) * units.loss;
+            if values.nonfinite_batch.is_some() || !loss.is_finite() {
+                points.push(LrPoint {
+                    lr,
+                    loss: f64::NAN,
+                    smoothed: f64::NAN,
+                });
+                end = SweepEnd::NonFinite { step: step + 1 };
+                break;
+            }
+            net.apply_gradients(
+                backend,
+                &config.optimizer,
+                lr as f32,
+                step as u64,
+                &mut stats,
+            )?;
+            // Every earlier point is finite: the sweep ends at the first that is not.
+            average = SMOOTHING * average + (1.0 - SMOOTHING) * loss;
+            let smoothed = average / (1.0 - SMOOTHING.powi(points.len() as i32 + 1));
+            points.push(LrPoint { lr, loss, smoothed });
+            if step > 0 && smoothed > DIVERGENCE_FACTOR * best {
+                end = SweepEnd::Diverged { step: step + 1 };
+                break;
+            }
+            best = best.min(smoothed);
         }
-        let start = b * batch_size;
-        let rows = batch_size.min(train.rows - start);
-        backend.gather_rows(&x, train.cols, &order, start, rows, &mut batch_x)?;
-        backend.gather_rows(&y, 1, &order, start, rows, &mut batch_y)?;
-        backend.reset_stats(&mut stats)?;
-        net.compute_gradients(
-            backend,
-            &batch_x,
-            &batch_y,
-            rows,
-            class_weights.as_ref(),
-            step as u64,
-            config.seed,
-            b as u64,
-            &mut stats,
-        )?;
-        let values = backend.read_stats(&stats)?;
-        let loss = values.loss_sum / values.rows.max(1.0) * units.loss;
-        if values.nonfinite_batch.is_some() || !loss.is_finite() {
-            points.push(LrPoint {
-                lr,
-                loss: f64::NAN,
-                smoothed: f64::NAN,
-            });
-            end = SweepEnd::NonFinite { step: step + 1 };
-            break;
-        }
-        net.apply_gradients(
-            backend,
-            &config.optimizer,
-            lr as f32,
-            step as u64,
-            &mut stats,
-        )?;
-        // Every earlier point is finite: the sweep ends at the first that is not.
-        average = SMOOTHING * average + (1.0 - SMOOTHING) * loss;
-        let smoothed = average / (1.0 - SMOOTHING.powi(points.len() as i32 + 1));
-        points.push(LrPoint { lr, loss, smoothed });
-        if step > 0 && smoothed > DIVERGENCE_FACTOR * best {
-            end = SweepEnd::Diverged { step: step + 1 };
-            break;
-        }
-        best = best.min(smoothed);
-    }
+        Ok(())
+    })?;
 
     let lrs: Vec<f64> = points.iter().map(|p| p.lr).collect();
     let losses: Vec<f64> = points.iter().map(|p| p.loss).collect();

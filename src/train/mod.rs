@@ -259,22 +259,24 @@ fn evaluate_device<B: Backend>(
 ) -> Result<()> {
     backend.reset_stats(stats)?;
     let chunk = net.max_rows();
-    let mut start = 0;
-    while start < data.rows {
-        let rows = chunk.min(data.rows - start);
-        backend.gather_rows(
-            &data.x,
-            data.cols,
-            &data.identity,
-            start,
-            rows,
-            &mut batch.x,
-        )?;
-        backend.gather_rows(&data.y, 1, &data.identity, start, rows, &mut batch.y)?;
-        net.evaluate_batch(backend, &batch.x, &batch.y, rows, stats)?;
-        start += rows;
-    }
-    Ok(())
+    backend.run(|| {
+        let mut start = 0;
+        while start < data.rows {
+            let rows = chunk.min(data.rows - start);
+            backend.gather_rows(
+                &data.x,
+                data.cols,
+                &data.identity,
+                start,
+                rows,
+                &mut batch.x,
+            )?;
+            backend.gather_rows(&data.y, 1, &data.identity, start, rows, &mut batch.y)?;
+            net.evaluate_batch(backend, &batch.x, &batch.y, rows, stats)?;
+            start += rows;
+        }
+        Ok(())
+    })
 }
 
 /// Returns the model's predictions for every row of `data`, `[rows, C]` row-major.
@@ -285,14 +287,17 @@ pub fn predict<B: Backend>(backend: &B, net: &mut Network<B>, data: &Dataset) ->
     let mut x = backend.zeros(chunk * data.cols)?;
     let mut out = backend.zeros(chunk * outputs)?;
     let mut all = Vec::with_capacity(data.rows * outputs);
-    let mut start = 0;
-    while start < data.rows {
-        let rows = chunk.min(data.rows - start);
-        backend.gather_rows(&device.x, data.cols, &device.identity, start, rows, &mut x)?;
-        net.predict_batch(backend, &x, rows, &mut out)?;
-        all.extend_from_slice(&backend.download(&out)?[..rows * outputs]);
-        start += rows;
-    }
+    backend.run(|| -> Result<()> {
+        let mut start = 0;
+        while start < data.rows {
+            let rows = chunk.min(data.rows - start);
+            backend.gather_rows(&device.x, data.cols, &device.identity, start, rows, &mut x)?;
+            net.predict_batch(backend, &x, rows, &mut out)?;
+            all.extend_from_slice(&backend.download(&out)?[..rows * outputs]);
+            start += rows;
+        }
+        Ok(())
+    })?;
     Ok(all)
 }
 
@@ -466,21 +471,23 @@ pub fn fit_with<'a, B: Backend>(
         for b in start_batch..batches {
             let start = b * batch_size;
             let rows = batch_size.min(train.rows - start);
-            backend.gather_rows(&train_dev.x, train.cols, &order, start, rows, &mut batch.x)?;
-            backend.gather_rows(&train_dev.y, 1, &order, start, rows, &mut batch.y)?;
-            net.train_step(
-                backend,
-                &batch.x,
-                &batch.y,
-                rows,
-                class_weights.as_ref(),
-                &config.optimizer,
-                lr,
-                step,
-                config.seed,
-                b as u64,
-                &mut train_stats,
-            )?;
+            backend.run(|| {
+                backend.gather_rows(&train_dev.x, train.cols, &order, start, rows, &mut batch.x)?;
+                backend.gather_rows(&train_dev.y, 1, &order, start, rows, &mut batch.y)?;
+                net.train_step(
+                    backend,
+                    &batch.x,
+                    &batch.y,
+                    rows,
+                    class_weights.as_ref(),
+                    &config.optimizer,
+                    lr,
+                    step,
+                    config.seed,
+                    b as u64,
+                    &mut train_stats,
+                )
+            })?;
             step += 1;
             batches_run += 1;
             done_in_epoch = b + 1;
