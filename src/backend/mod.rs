@@ -91,7 +91,7 @@ pub trait Backend: Sync {
     /// Runs `f`, which calls this backend many times, on the backend's own
     /// worker threads where it has them. The CPU backend's parallel passes
     /// then start from one of its workers, instead of waking a blocked
-    /// caller after each pass.
+    /// caller after each pass (`cargo bench --bench cpu_threading` times both).
     fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         f()
     }
