@@ -23,6 +23,10 @@ wide_epochs=${2:-2}
 venv=target/bench-venv
 bin="${CARGO_TARGET_DIR:-target}/release/densetrain"
 
+if ! [[ "$wide_epochs" =~ ^[0-9]+$ ]] || [ "$wide_epochs" -lt 1 ]; then
+    echo "error: WIDE_EPOCHS must be a whole number of at least 1, got $wide_epochs" >&2
+    exit 2
+fi
 if [ "$(nproc)" -lt 2 ]; then
     echo "error: this comparison pins 2 cores, and this machine has $(nproc)" >&2
     exit 2

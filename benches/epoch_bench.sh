@@ -19,8 +19,12 @@ cd "$(dirname "$0")/.."
 threads=${1:-$(nproc)}
 epochs=${2:-10}
 data=/usr/share/datasets/fashion-mnist
-if [ "$threads" -lt 1 ] || [ "$threads" -gt "$(nproc)" ]; then
+if ! [[ "$threads" =~ ^[0-9]+$ ]] || [ "$threads" -lt 1 ] || [ "$threads" -gt "$(nproc)" ]; then
     echo "error: THREADS must be between 1 and $(nproc) (the cores of this machine), got $threads" >&2
+    exit 2
+fi
+if ! [[ "$epochs" =~ ^[0-9]+$ ]] || [ "$epochs" -lt 1 ]; then
+    echo "error: EPOCHS must be a whole number of at least 1, got $epochs" >&2
     exit 2
 fi
 cores="0-$((threads - 1))"

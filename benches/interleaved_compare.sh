@@ -22,8 +22,20 @@ task=${2:-small}
 rounds=${3:-6}
 epochs=${4:-3}
 venv=target/bench-venv
-if [ "$threads" -lt 1 ] || [ "$threads" -gt "$(nproc)" ]; then
+if ! [[ "$threads" =~ ^[0-9]+$ ]] || [ "$threads" -lt 1 ] || [ "$threads" -gt "$(nproc)" ]; then
     echo "error: THREADS must be between 1 and $(nproc) (the cores of this machine), got $threads" >&2
+    exit 2
+fi
+if [ "$task" != small ] && [ "$task" != wide ]; then
+    echo "error: TASK must be small or wide, got $task" >&2
+    exit 2
+fi
+if ! [[ "$rounds" =~ ^[0-9]+$ ]] || [ "$rounds" -lt 1 ]; then
+    echo "error: ROUNDS must be a whole number of at least 1, got $rounds" >&2
+    exit 2
+fi
+if ! [[ "$epochs" =~ ^[0-9]+$ ]] || [ "$epochs" -lt 2 ]; then
+    echo "error: EPOCHS must be a whole number of at least 2 (each trainer's first epoch is left out), got $epochs" >&2
     exit 2
 fi
 if ! "$venv/bin/python" -c "import jax, numpy" 2>/dev/null; then
