@@ -55,14 +55,35 @@ pub fn main() -> ExitCode {
         Ok(Outcome::TargetNotMet) => ExitCode::from(1),
         Ok(Outcome::Interrupted(status)) => ExitCode::from(status),
         Err(err) => {
-            let mut text = format!("error: {err}");
-            for cause in err.chain().skip(1) {
-                text.push_str(&format!("\n  caused by: {cause}"));
-            }
-            eprintln!("{text}");
+            eprintln!("{}", error_text(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// Formats an error and its causes, one per line, with advice when the disk
+/// is full. A cause whose text the line before already contains is left out,
+/// because many library errors print their source in their own message and
+/// also return it as their cause.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = format!("error: {err}");
+    let mut previous = err.to_string();
+    for cause in err.chain().skip(1) {
+        let line = cause.to_string();
+        if !previous.contains(&line) {
+            text.push_str(&format!("\n  caused by: {line}"));
+        }
+        previous = line;
+    }
+    let disk_full = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+    });
+    if disk_full {
+        text.push_str("\n  the disk is full: free some space, or write to another disk");
+    }
+    text
 }
 
 fn init_logging(verbosity: u8) {
@@ -77,4 +98,48 @@ fn init_logging(verbosity: u8) {
             writeln!(buf, "{level}: {}", record.args())
         })
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that prints its source in its own message, as many do.
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "write failed: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn error_text_skips_repeated_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device");
+        let err = anyhow::Error::new(Wrapper(io)).context("failed to save the checkpoint");
+        assert_eq!(
+            error_text(&err),
+            "error: failed to save the checkpoint\n  \
+             caused by: write failed: No space left on device\n  \
+             the disk is full: free some space, or write to another disk"
+        );
+    }
+
+    #[test]
+    fn error_text_keeps_distinct_causes() {
+        let err = anyhow::anyhow!("bad value")
+            .context("line 3")
+            .context("failed to read a.csv");
+        assert_eq!(
+            error_text(&err),
+            "error: failed to read a.csv\n  caused by: line 3\n  caused by: bad value"
+        );
+    }
 }

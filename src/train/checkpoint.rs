@@ -275,7 +275,7 @@ pub fn read(path: &Path) -> Result<(Checkpoint, serde_json::Value)> {
 pub fn write(path: &Path, checkpoint: &Checkpoint, run: &serde_json::Value) -> Result<()> {
     let metadata = metadata_of(checkpoint, run)?;
     write_safetensors_atomic(path, tensors_of(checkpoint), Some(metadata))
-        .with_context(|| format!("failed to write the checkpoint {}", path.display()))
+        .context("failed to save the checkpoint")
 }
 
 /// Returns a fingerprint of the rows and targets of `parts`, as 16 hex digits.
