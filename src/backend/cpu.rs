@@ -14,7 +14,7 @@ use crate::rng;
 use anyhow::{Context, Result, bail, ensure};
 use gemm::Parallelism;
 use rayon::prelude::*;
-use std::sync::Mutex;
+use std::sync::{Mutex, TryLockError};
 
 /// Smallest elementwise pass (in values) that is split across threads.
 const PAR_MIN_VALUES: usize = 1 << 15;
@@ -798,11 +798,19 @@ impl Cpu {
             }
             return sum_sq;
         }
-        let mut guard = self
-            .partial_sums
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let partials: &mut Vec<f64> = &mut guard;
+        // Never wait for the shared buffer: a pool worker waiting inside this
+        // parallel section can pick up another caller's step, which would then
+        // block on the lock its own thread holds. A contended call uses its own.
+        let mut own = Vec::new();
+        let mut guard = match self.partial_sums.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        let partials: &mut Vec<f64> = match guard.as_mut() {
+            Some(shared) => shared,
+            None => &mut own,
+        };
         self.pool.install(|| {
             let w = w.par_chunks_mut(PAR_CHUNK);
             let g = g.par_chunks(PAR_CHUNK);
@@ -1230,6 +1238,60 @@ mod tests {
                     "{threading:?}: value {index} is {got}, expected {want}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn shared_backend_steps_concurrently() {
+        let cpu = std::sync::Arc::new(Cpu::new(0).unwrap());
+        if cpu.threads() < 2 {
+            eprintln!("skipped: one core, so the pool is never used");
+            return;
+        }
+        // Twenty Adam steps with an L2 penalty on a tensor large enough for
+        // the parallel path, which uses the shared partial sums.
+        fn steps(cpu: &Cpu, seed: u64) -> (Vec<f32>, f64) {
+            let config = OptimizerConfig {
+                optimizer: Optimizer::with_defaults("adam").unwrap(),
+                lr: 1e-3,
+                l2: 1e-4,
+                weight_decay: 0.0,
+                clipnorm: None,
+            };
+            let len = 4 * PAR_MIN_VALUES;
+            let mut w = values(len, seed);
+            let g = values(len, seed + 1);
+            let mut slots = vec![vec![0.0; len], vec![0.0; len]];
+            let mut stats = CpuStats::default();
+            for step in 0..20 {
+                let rule = config.rule(step + 1, config.lr, true);
+                cpu.optimizer_step(&rule, &mut w, &g, &mut slots, None, &mut stats)
+                    .unwrap();
+            }
+            (w, stats.values.penalty_sum)
+        }
+        let alone = [steps(&cpu, 10), steps(&cpu, 20)];
+        // Three callers at once, two inside the pool and one outside it: a
+        // pool worker waiting inside its own step can pick up the other
+        // caller's step. The callers are detached, so a deadlock fails the
+        // test at the timeout instead of hanging it.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        for (index, seed, in_pool) in [(0, 10, true), (1, 20, true), (0, 10, false)] {
+            let (cpu, sender) = (cpu.clone(), sender.clone());
+            std::thread::spawn(move || {
+                let result = if in_pool {
+                    cpu.run(|| steps(&cpu, seed))
+                } else {
+                    steps(&cpu, seed)
+                };
+                let _ = sender.send((index, result));
+            });
+        }
+        for _ in 0..3 {
+            let (index, result) = receiver
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("concurrent optimizer steps did not finish");
+            assert_eq!(result, alone[index]);
         }
     }
 
