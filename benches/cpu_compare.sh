@@ -18,11 +18,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ $# -gt 2 ]; then
+    echo "error: expected at most 2 arguments (EPOCHS WIDE_EPOCHS), got $#: $*" >&2
+    exit 2
+fi
 epochs=${1:-10}
 wide_epochs=${2:-2}
 venv=target/bench-venv
 bin="${CARGO_TARGET_DIR:-target}/release/densetrain"
 
+if ! [[ "$epochs" =~ ^[0-9]+$ ]] || [ "$epochs" -lt 1 ]; then
+    echo "error: EPOCHS must be a whole number of at least 1, got $epochs" >&2
+    exit 2
+fi
 if ! [[ "$wide_epochs" =~ ^[0-9]+$ ]] || [ "$wide_epochs" -lt 1 ]; then
     echo "error: WIDE_EPOCHS must be a whole number of at least 1, got $wide_epochs" >&2
     exit 2

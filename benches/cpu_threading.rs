@@ -26,7 +26,7 @@ const CALLS: usize = 5;
 /// Training steps of each way per round.
 const STEPS: usize = 200;
 
-/// Seconds per call of each of two ways over `rounds` rounds, the two
+/// Returns the seconds per call of each of two ways over `rounds` rounds, the two
 /// alternating within a round and each going first in turn.
 fn alternate(rounds: usize, calls: usize, mut way: impl FnMut(usize)) -> Vec<[f64; 2]> {
     (0..rounds)
@@ -44,14 +44,56 @@ fn alternate(rounds: usize, calls: usize, mut way: impl FnMut(usize)) -> Vec<[f6
         .collect()
 }
 
-/// Median, minimum and maximum of `values`.
+/// Returns the median (the mean of the middle two for an even count), minimum
+/// and maximum of `values`.
 fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
     values.sort_by(f64::total_cmp);
-    (
-        values[values.len() / 2],
-        values[0],
-        values[values.len() - 1],
-    )
+    let middle = values.len() / 2;
+    let median = if values.len() % 2 == 0 {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    };
+    (median, values[0], values[values.len() - 1])
+}
+
+/// Reads the rounds argument and `DENSETRAIN_BENCH_THREADS`, or explains what is wrong.
+fn settings() -> Result<(usize, usize), String> {
+    // cargo passes `--bench` to every benchmark binary.
+    let arguments: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let rounds = match arguments.as_slice() {
+        [] => 12,
+        [rounds] => match rounds.parse::<usize>() {
+            Ok(rounds) if rounds > 0 => rounds,
+            _ => {
+                return Err(format!(
+                    "ROUNDS must be a whole number of at least 1, got {rounds}"
+                ));
+            }
+        },
+        _ => {
+            return Err(format!(
+                "expected at most one argument, ROUNDS; got {}",
+                arguments.join(" ")
+            ));
+        }
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match std::env::var("DENSETRAIN_BENCH_THREADS") {
+        Err(_) => cores,
+        Ok(text) => match text.parse::<usize>() {
+            Ok(threads) if (1..=cores).contains(&threads) => threads,
+            _ => {
+                return Err(format!(
+                    "DENSETRAIN_BENCH_THREADS must be between 1 and {cores} (the cores of this machine), got {text}"
+                ));
+            }
+        },
+    };
+    Ok((rounds, threads))
 }
 
 /// Runs one product with `threading`.
@@ -76,18 +118,15 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
 }
 
 fn main() {
-    let rounds = std::env::args()
-        .skip(1)
-        .find_map(|arg| arg.parse::<usize>().ok())
-        .unwrap_or(12)
-        .max(1);
-    let threads = std::env::var("DENSETRAIN_BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|&t| t > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let cpu = Cpu::new(threads).expect("DENSETRAIN_BENCH_THREADS must not exceed the core count");
-    println!("{threads} thread(s), {rounds} rounds of {CALLS} calls per way");
+    let (rounds, threads) = match settings() {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("error: {message}");
+            std::process::exit(2);
+        }
+    };
+    let cpu = Cpu::new(threads).expect("the thread count was checked against the cores");
+    println!("{threads} thread(s), {rounds} round(s) of {CALLS} calls per way");
     println!(
         "| product | split GFLOP/s (best) | gemm-threaded GFLOP/s (best) | threaded time / split time: median (min-max) |"
     );
@@ -204,7 +243,7 @@ fn training_steps(cpu: &Cpu, rounds: usize) {
     let (pool, pool_low, _) = milliseconds(1);
     let (median, low, high) = spread(seconds.iter().map(|[c, p]| p / c).collect());
     println!();
-    println!("small-task training step, batch {ROWS}, {rounds} rounds of {STEPS} steps per way");
+    println!("small-task training step, batch {ROWS}, {rounds} round(s) of {STEPS} steps per way");
     println!("| way | ms/step median (min) |");
     println!("|---|---|");
     println!("| called from the main thread | {caller:.3} ({caller_low:.3}) |");

@@ -16,6 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ $# -gt 2 ]; then
+    echo "error: expected at most 2 arguments (THREADS EPOCHS), got $#: $*" >&2
+    exit 2
+fi
 threads=${1:-$(nproc)}
 epochs=${2:-10}
 data=/usr/share/datasets/fashion-mnist

@@ -104,7 +104,7 @@ def main():
                 f"{name} {this_round[name]:.3f}s" for name in names), flush=True)
 
     print()
-    print(f"{args.task} task, {args.threads} thread(s), {args.rounds} rounds of "
+    print(f"{args.task} task, {args.threads} thread(s), {args.rounds} round(s) of "
           f"{args.epochs} epochs per trainer (first epoch of each left out)")
     print()
     print("| trainer | median s/epoch over rounds (min-max) |")

@@ -17,6 +17,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ $# -gt 4 ]; then
+    echo "error: expected at most 4 arguments (THREADS TASK ROUNDS EPOCHS), got $#: $*" >&2
+    exit 2
+fi
 threads=${1:-$(nproc)}
 task=${2:-small}
 rounds=${3:-6}

@@ -613,3 +613,21 @@ fn initial_model_fine_tunes_and_checks_the_data() {
     );
     assert_error(&output, "does not know the class other");
 }
+
+#[test]
+fn predict_evaluate_reject_bad_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["predict", "evaluate"] {
+        for value in ["-1", "abc", "1.5"] {
+            let output = run(
+                dir.path(),
+                &[command, "--model", "missing", "--threads", value],
+            );
+            assert_error(
+                &output,
+                &format!("invalid value '{value}' for '--threads <THREADS>'"),
+            );
+            assert!(text(&output.stderr).contains("expected a whole number"));
+        }
+    }
+}

@@ -39,7 +39,8 @@ pub struct PredictArgs {
     #[arg(long, default_value_t = 1024)]
     pub batch_size: usize,
     /// CPU threads [default: all cores]
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, hide_default_value = true, allow_negative_numbers = true,
+          value_parser = crate::cli::args::whole_number)]
     pub threads: usize,
     /// Device: auto (a GPU when one works, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
