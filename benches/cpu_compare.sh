@@ -18,23 +18,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ $# -gt 2 ]; then
-    echo "error: expected at most 2 arguments (EPOCHS WIDE_EPOCHS), got $#: $*" >&2
-    exit 2
-fi
+source benches/checks.sh
+check_arg_count 2 "EPOCHS WIDE_EPOCHS" "$@"
 epochs=${1:-10}
 wide_epochs=${2:-2}
 venv=target/bench-venv
 bin="${CARGO_TARGET_DIR:-target}/release/densetrain"
 
-if ! [[ "$epochs" =~ ^[0-9]+$ ]] || [ "$epochs" -lt 1 ]; then
-    echo "error: EPOCHS must be a whole number of at least 1, got $epochs" >&2
-    exit 2
-fi
-if ! [[ "$wide_epochs" =~ ^[0-9]+$ ]] || [ "$wide_epochs" -lt 1 ]; then
-    echo "error: WIDE_EPOCHS must be a whole number of at least 1, got $wide_epochs" >&2
-    exit 2
-fi
+check_count EPOCHS "$epochs" 1
+check_count WIDE_EPOCHS "$wide_epochs" 1
 if [ "$(nproc)" -lt 2 ]; then
     echo "error: this comparison pins 2 cores, and this machine has $(nproc)" >&2
     exit 2

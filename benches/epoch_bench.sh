@@ -16,21 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ $# -gt 2 ]; then
-    echo "error: expected at most 2 arguments (THREADS EPOCHS), got $#: $*" >&2
-    exit 2
-fi
+source benches/checks.sh
+check_arg_count 2 "THREADS EPOCHS" "$@"
 threads=${1:-$(nproc)}
 epochs=${2:-10}
 data=/usr/share/datasets/fashion-mnist
-if ! [[ "$threads" =~ ^[0-9]+$ ]] || [ "$threads" -lt 1 ] || [ "$threads" -gt "$(nproc)" ]; then
-    echo "error: THREADS must be between 1 and $(nproc) (the cores of this machine), got $threads" >&2
-    exit 2
-fi
-if ! [[ "$epochs" =~ ^[0-9]+$ ]] || [ "$epochs" -lt 1 ]; then
-    echo "error: EPOCHS must be a whole number of at least 1, got $epochs" >&2
-    exit 2
-fi
+check_threads "$threads"
+check_count EPOCHS "$epochs" 1
 cores="0-$((threads - 1))"
 
 if [ ! -d "$data" ]; then

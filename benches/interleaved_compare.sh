@@ -3,7 +3,7 @@
 # Fashion-MNIST. Each round trains every trainer for a few epochs, one after
 # the other, and the ratios are taken within each round. A change of the
 # host's load between rounds therefore reaches all trainers alike.
-# benches/interleaved_compare.py says how the times are taken.
+# benches/interleaved_compare.py describes how the times are taken.
 #
 # Usage: benches/interleaved_compare.sh [THREADS] [TASK] [ROUNDS] [EPOCHS]
 #   THREADS  cores all trainers may use (taskset); default: all cores
@@ -17,31 +17,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ $# -gt 4 ]; then
-    echo "error: expected at most 4 arguments (THREADS TASK ROUNDS EPOCHS), got $#: $*" >&2
-    exit 2
-fi
+source benches/checks.sh
+check_arg_count 4 "THREADS TASK ROUNDS EPOCHS" "$@"
 threads=${1:-$(nproc)}
 task=${2:-small}
 rounds=${3:-6}
 epochs=${4:-3}
 venv=target/bench-venv
-if ! [[ "$threads" =~ ^[0-9]+$ ]] || [ "$threads" -lt 1 ] || [ "$threads" -gt "$(nproc)" ]; then
-    echo "error: THREADS must be between 1 and $(nproc) (the cores of this machine), got $threads" >&2
-    exit 2
-fi
+check_threads "$threads"
 if [ "$task" != small ] && [ "$task" != wide ]; then
     echo "error: TASK must be small or wide, got $task" >&2
     exit 2
 fi
-if ! [[ "$rounds" =~ ^[0-9]+$ ]] || [ "$rounds" -lt 1 ]; then
-    echo "error: ROUNDS must be a whole number of at least 1, got $rounds" >&2
-    exit 2
-fi
-if ! [[ "$epochs" =~ ^[0-9]+$ ]] || [ "$epochs" -lt 2 ]; then
-    echo "error: EPOCHS must be a whole number of at least 2 (each trainer's first epoch is left out), got $epochs" >&2
-    exit 2
-fi
+check_count ROUNDS "$rounds" 1
+check_count EPOCHS "$epochs" 2 "each trainer's first epoch is left out"
 if ! "$venv/bin/python" -c "import jax, numpy" 2>/dev/null; then
     echo "error: JAX is not installed in $venv; run benches/epoch_bench.sh once first" >&2
     exit 2
