@@ -24,11 +24,13 @@
 //! `DENSETRAIN_BENCH_THREADS=1 cargo bench --bench cpu_kernels` (one thread).
 //! A filter argument selects groups, e.g. `cargo bench --bench cpu_kernels -- wide`.
 
+mod common;
+
+use common::{adam, spec};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use densetrain::backend::cpu::{Cpu, CpuStats, Operand};
 use densetrain::backend::{Backend, Dims, LossKind};
-use densetrain::model::{Activation, Init, ModelSpec, Network, init};
-use densetrain::optim::{Optimizer, OptimizerConfig};
+use densetrain::model::{Activation, Network, init};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -42,16 +44,10 @@ const SMALL: [usize; 4] = [784, 256, 128, 10];
 const WIDE: [usize; 4] = [784, 2048, 2048, 10];
 const WIDE_BATCH: usize = 512;
 
-/// Threads from `DENSETRAIN_BENCH_THREADS`, or 0 (all cores).
-fn threads() -> usize {
-    std::env::var("DENSETRAIN_BENCH_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
+/// Returns a backend with the threads `DENSETRAIN_BENCH_THREADS` sets (all cores when unset).
 fn backend() -> Cpu {
-    Cpu::new(threads()).expect("DENSETRAIN_BENCH_THREADS must not exceed the core count")
+    let threads = common::bench_threads().unwrap_or_else(|message| common::exit_with(&message));
+    Cpu::new(threads).expect("the thread count was checked against the cores")
 }
 
 /// Deterministic values in `[0, 1)` (a 64-bit linear congruential generator).
@@ -70,28 +66,6 @@ fn uniform(len: usize, seed: u64) -> Vec<f32> {
 /// Class indices `0..classes` as f32, as the loss expects them.
 fn labels(rows: usize, classes: usize) -> Vec<f32> {
     (0..rows).map(|r| ((r * 7 + 3) % classes) as f32).collect()
-}
-
-fn adam() -> OptimizerConfig {
-    OptimizerConfig {
-        optimizer: Optimizer::with_defaults("adam").expect("adam is a known optimizer"),
-        lr: 1e-3,
-        l2: 0.0,
-        weight_decay: 0.0,
-        clipnorm: None,
-    }
-}
-
-fn spec(widths: [usize; 4]) -> ModelSpec {
-    ModelSpec {
-        inputs: widths[0],
-        hidden: widths[1..3].to_vec(),
-        activation: Activation::Relu,
-        outputs: widths[3],
-        loss: LossKind::SoftmaxCrossEntropy,
-        init: Init::He,
-        dropout: 0.0,
-    }
 }
 
 /// Times the three products of each layer of a network, as the backend runs

@@ -15,10 +15,12 @@
 //! Run: `cargo bench --bench cpu_threading [-- ROUNDS]` (default 12 rounds),
 //! with `DENSETRAIN_BENCH_THREADS=N` to use N threads (default all cores).
 
+mod common;
+
+use common::{adam, spec};
+use densetrain::backend::Backend;
 use densetrain::backend::cpu::{Cpu, CpuStats, Operand, ProductThreading};
-use densetrain::backend::{Backend, LossKind};
-use densetrain::model::{Activation, Init, ModelSpec, Network, init};
-use densetrain::optim::{Optimizer, OptimizerConfig};
+use densetrain::model::{Network, init};
 use std::time::Instant;
 
 /// Product calls of each way per round.
@@ -81,18 +83,7 @@ fn settings() -> Result<(usize, usize), String> {
             ));
         }
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = match std::env::var("DENSETRAIN_BENCH_THREADS") {
-        Err(_) => cores,
-        Ok(text) => match text.parse::<usize>() {
-            Ok(threads) if (1..=cores).contains(&threads) => threads,
-            _ => {
-                return Err(format!(
-                    "DENSETRAIN_BENCH_THREADS must be between 1 and {cores} (the cores of this machine), got {text}"
-                ));
-            }
-        },
-    };
+    let threads = common::bench_threads()?;
     Ok((rounds, threads))
 }
 
@@ -118,13 +109,7 @@ fn values(len: usize, seed: u32) -> Vec<f32> {
 }
 
 fn main() {
-    let (rounds, threads) = match settings() {
-        Ok(settings) => settings,
-        Err(message) => {
-            eprintln!("error: {message}");
-            std::process::exit(2);
-        }
-    };
+    let (rounds, threads) = settings().unwrap_or_else(|message| common::exit_with(&message));
     let cpu = Cpu::new(threads).expect("the thread count was checked against the cores");
     println!("{threads} thread(s), {rounds} round(s) of {CALLS} calls per way");
     println!(
@@ -199,22 +184,8 @@ fn main() {
 /// `Backend::run`, and prints both and their ratio.
 fn training_steps(cpu: &Cpu, rounds: usize) {
     const ROWS: usize = 128;
-    let spec = ModelSpec {
-        inputs: 784,
-        hidden: vec![256, 128],
-        activation: Activation::Relu,
-        outputs: 10,
-        loss: LossKind::SoftmaxCrossEntropy,
-        init: Init::He,
-        dropout: 0.0,
-    };
-    let config = OptimizerConfig {
-        optimizer: Optimizer::with_defaults("adam").expect("adam is a known optimizer"),
-        lr: 1e-3,
-        l2: 0.0,
-        weight_decay: 0.0,
-        clipnorm: None,
-    };
+    let spec = spec([784, 256, 128, 10]);
+    let config = adam();
     let mut net = Network::new(cpu, &spec, &init::init_params(&spec, 1), &config, ROWS)
         .expect("the small network fits in memory");
     let x = cpu.upload(&values(ROWS * 784, 4)).expect("upload");
