@@ -28,7 +28,7 @@ const GEMM_PAR_MIN: usize = 1 << 18;
 /// ran 10-60% faster than the crate's threading on the small benchmark
 /// task's products (at most 128 x 256 x 784) on 2 cores. On the wide
 /// network's products (512 x 2048 x 2048 and the like) both ways ran equally
-/// fast, at 143-176 GFLOP/s on 2 cores (`cargo bench --bench cpu_threading`).
+/// fast, at about 140-175 GFLOP/s on 2 cores (`cargo bench --bench cpu_threading`).
 const GEMM_SPLIT_MAX: usize = 1 << 25;
 /// Minimum output columns of one part of a split product.
 const GEMM_SPLIT_COLS: usize = 32;
@@ -798,9 +798,10 @@ impl Cpu {
             }
             return sum_sq;
         }
-        // Never wait for the shared buffer: a pool worker waiting inside this
-        // parallel section can pick up another caller's step, which would then
-        // block on the lock its own thread holds. A contended call uses its own.
+        // The shared buffer is only taken when free (`try_lock`), because a pool
+        // worker waiting inside this parallel section can pick up another
+        // caller's step, which would then block on the lock its own thread
+        // holds. A call that finds the buffer taken allocates its own.
         let mut own = Vec::new();
         let mut guard = match self.partial_sums.try_lock() {
             Ok(guard) => Some(guard),

@@ -85,6 +85,8 @@ pub fn run(args: &CvArgs) -> Result<Outcome> {
         labels.as_deref(),
         prepared.preprocessor.class_names(),
     )?;
+    // NOTE: cv, sweep and lr-find install no stop-signal handling, so SIGINT or
+    // SIGTERM ends them without a message and keeps only the files written so far.
     let out_dir = rundir::create(out)?;
     if verbose > 0 {
         println!(

@@ -137,6 +137,8 @@ pub fn run(args: &TrainArgs) -> Result<Outcome> {
     };
 
     let out_dir = rundir::create(out_dir)?;
+    // NOTE: stop signals are handled only from the fit on, so SIGINT or SIGTERM during
+    // this sweep ends the process without a message and leaves the run directory empty.
     let (fit_config, optimizer) = if args.optimizer.lr == Some(LearningRate::Auto) {
         let fit = lr_find::auto_lr(
             &backend,
